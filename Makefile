@@ -1,0 +1,42 @@
+# Two user-facing targets: `make run` (set up, then `dvc repro`) and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+BIN := $(abspath $(VENV))/bin
+STAMP := $(VENV)/.installed
+# DVC stages call `python`: it must be the project's.
+export PATH := $(BIN):$(PATH)
+export MLFLOW_DISABLE_TELEMETRY := true
+
+.PHONY: run test setup system-data lint
+
+run: setup
+	dvc repro
+
+test: setup lint
+	pytest
+
+lint: setup
+	ruff check .
+	ruff format --check .
+
+setup: $(STAMP) system-data
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch first and pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
+$(STAMP): $(BIN)/python requirements.lock pyproject.toml
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+# Debian's copy of Fashion-MNIST, where apt works as root; skipped quietly elsewhere
+# (ablab then uses its cache or downloads).
+system-data:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then \
+	  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 \
+	    || echo "note: could not install dataset-fashion-mnist; ablab will download instead"; \
+	fi

@@ -1,0 +1,8 @@
+"""DVC stage `fetch`: python pipelines/fetch.py [args] (see `ablab fetch --help`)."""
+
+import sys
+
+from ablab.cli import main
+
+if __name__ == "__main__":
+    main(["fetch", *sys.argv[1:]])

@@ -1,0 +1,8 @@
+"""DVC stage `preprocess`: python pipelines/preprocess.py [args] (see `ablab preprocess --help`)."""
+
+import sys
+
+from ablab.cli import main
+
+if __name__ == "__main__":
+    main(["preprocess", *sys.argv[1:]])

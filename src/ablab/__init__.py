@@ -1,0 +1,9 @@
+"""ablab: reproducible deep-learning ablation experiments."""
+
+import os
+
+# Nothing is sent or written outside the project (DESIGN.md); set before mlflow is imported.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+
+__version__ = "0.1.0"

@@ -1,0 +1,107 @@
+"""The `ablab` command: the same functions the DVC stages call."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from ablab.config import ConfigError, load
+from ablab.data.sources import DataError
+
+
+def _root() -> Path:
+    return Path(os.environ.get("ABLAB_ROOT", Path.cwd()))
+
+
+def cmd_fetch(args: argparse.Namespace) -> None:
+    from ablab.data.sources import fetch
+
+    params = load(args.params, args.set)
+    for name in args.datasets or params.datasets():
+        source = params.data.sources.get(name)
+        paths = fetch(name, _root() / "data" / "raw", base_url=source.base_url if source else None)
+        print(f"{name}: {len(paths)} files verified in data/raw/{name}")
+
+
+def cmd_preprocess(args: argparse.Namespace) -> None:
+    from ablab.data.preprocess import preprocess
+
+    params = load(args.params, args.set)
+    root = _root()
+    for name in args.datasets or params.datasets():
+        meta = preprocess(
+            name, root / "data" / "raw", root / "data" / "processed",
+            params.data.val_fraction, params.data.test_fraction, params.seed,
+        )  # fmt: skip
+        print(f"{name}: splits {meta['split_sizes']}, data hash {meta['data_hash']}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    params = load(args.params, args.set)
+    names = args.experiments or list(params.experiments)
+    for name in names:
+        params.experiment(name)  # every name checked before any training starts
+    from ablab.train import run_experiment
+
+    for name in names:
+        metrics = run_experiment(params, name, _root())
+        shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("test_accuracy", "test_macro_f1"))
+        print(f"{name}: {shown}")
+
+
+def cmd_ui(args: argparse.Namespace) -> None:
+    from ablab.tracking import artifact_root, tracking_uri
+
+    root = _root()
+    (root / "mlruns").mkdir(exist_ok=True)
+    command = [
+        sys.executable, "-m", "mlflow", "ui",
+        "--backend-store-uri", tracking_uri(root),
+        "--default-artifact-root", artifact_root(root),
+        "--host", "127.0.0.1", "--port", str(args.port),
+    ]  # fmt: skip
+    print(f"MLflow UI on http://127.0.0.1:{args.port} (Ctrl-C stops it)", flush=True)
+    raise SystemExit(subprocess.call(command))
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="ablab", description=__doc__)
+    sub = top.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        p.set_defaults(func=func)
+        p.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
+        p.add_argument(
+            "--set", action="append", default=[], metavar="KEY=VALUE",
+            help="override a param by its path, e.g. experiments.cnn.train.lr=0.01 (repeatable)",
+        )  # fmt: skip
+        return p
+
+    add("fetch", cmd_fetch, "fetch and verify raw data").add_argument("datasets", nargs="*")
+    add("preprocess", cmd_preprocess, "raw data -> arrays and splits").add_argument(
+        "datasets", nargs="*"
+    )
+    add("train", cmd_train, "train experiments (all if none named)").add_argument(
+        "experiments", nargs="*"
+    )
+    ui = sub.add_parser("ui", help="serve the MLflow UI on 127.0.0.1")
+    ui.set_defaults(func=cmd_ui)
+    ui.add_argument("--port", type=int, default=5000)
+    return top
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ConfigError, DataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

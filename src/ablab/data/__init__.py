@@ -1,0 +1,1 @@
+"""Data: sources (fetch + checksums), preprocess (raw -> arrays), datamodules (Lightning)."""

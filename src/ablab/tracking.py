@@ -1,0 +1,138 @@
+"""MLflow: where runs go, their names and tags, per-epoch metrics and artifacts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import mlflow
+from mlflow.entities import Metric, Param
+from mlflow.tracking import MlflowClient
+
+EPOCH_METRICS = ("train_loss", "val_loss", "val_accuracy", "val_macro_f1")
+
+
+def tracking_uri(root: Path) -> str:
+    """$MLFLOW_TRACKING_URI (a server), else the project's SQLite store."""
+    return (
+        os.environ.get("MLFLOW_TRACKING_URI")
+        or f"sqlite:///{Path(root).resolve()}/mlruns/mlflow.db"
+    )
+
+
+def artifact_root(root: Path) -> str:
+    return (Path(root).resolve() / "mlruns" / "artifacts").as_uri()
+
+
+def use_store(root: Path, experiment: str) -> str:
+    """Point MLflow at the store and return the id of `experiment`, creating it if needed."""
+    uri = tracking_uri(root)
+    local = uri == f"sqlite:///{Path(root).resolve()}/mlruns/mlflow.db"
+    if local:
+        (Path(root) / "mlruns").mkdir(parents=True, exist_ok=True)
+    user_set = "MLFLOW_TRACKING_URI" in os.environ
+    mlflow.set_tracking_uri(uri)
+    if not user_set:
+        # set_tracking_uri exports the variable; unset it means "the project's store" to us
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    client = MlflowClient()
+    found = client.get_experiment_by_name(experiment)
+    if found is not None:
+        return found.experiment_id
+    # A server chooses its own artifact store; the local store keeps artifacts in mlruns/.
+    location = f"{artifact_root(root)}/{experiment}" if local else None
+    try:
+        return client.create_experiment(experiment, artifact_location=location)
+    except mlflow.exceptions.MlflowException:
+        # another process created it between our lookup and create
+        return client.get_experiment_by_name(experiment).experiment_id
+
+
+def git_commit(root: Path) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested params -> {"train.lr": "0.001", ...}, the form MLflow params take."""
+    flat: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def run_tags(
+    experiment: str, seed: int, data_hash: str, stage: str, root: Path,
+    suite: str = "", variant: str = "",
+) -> dict[str, str]:  # fmt: skip
+    tags = {
+        "ablab.experiment": experiment,
+        "ablab.suite": suite,
+        "ablab.variant": variant or experiment,
+        "ablab.seed": str(seed),
+        "ablab.data_hash": data_hash,
+        "ablab.stage": stage,
+    }
+    commit = git_commit(root)
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return tags
+
+
+def log_params(run_id: str, params: dict[str, str]) -> None:
+    """All params in batches of 100 (MLflow's limit per call)."""
+    client = MlflowClient()
+    items = [Param(k, v[:6000]) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[i : i + 100], synchronous=True)
+
+
+def log_metrics(run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+    """Many metrics in one call: a single log_metric costs milliseconds on SQLite."""
+    now = int(time.time() * 1000)
+    items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+    client = MlflowClient()
+    for i in range(0, len(items), 1000):
+        client.log_batch(run_id, metrics=items[i : i + 1000], synchronous=True)
+
+
+class EpochLogger(pl.Callback):
+    """Once per epoch: log the epoch's metrics to MLflow (step = epoch) and keep a history."""
+
+    def __init__(self, run_id: str | None, echo: bool = True) -> None:
+        self.run_id = run_id
+        self.echo = echo
+        self.history: list[dict[str, float]] = []
+        self._started = 0.0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning runs the epoch's validation before this hook, so val_* are current.
+        metrics = trainer.callback_metrics
+        row = {"epoch": trainer.current_epoch}
+        for name in EPOCH_METRICS:
+            if name in metrics:
+                row[name] = float(metrics[name])
+        row["epoch_seconds"] = time.perf_counter() - self._started
+        self.history.append(row)
+        if self.run_id and not trainer.sanity_checking:
+            values = {k: v for k, v in row.items() if k != "epoch"}
+            log_metrics(self.run_id, values, step=trainer.current_epoch)
+        if self.echo:
+            shown = "  ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch")
+            print(f"epoch {trainer.current_epoch:3d}  {shown}", flush=True)

@@ -1,0 +1,78 @@
+"""Shared fixtures: real digits data (scikit-learn ships it) and tiny params."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_PARAMS = {
+    "seed": 7,
+    "mlflow_experiment": "ablab-test",
+    "data": {"dataset": "digits", "val_fraction": 0.15, "test_fraction": 0.2},
+    "train": {
+        "max_epochs": 2,
+        "lr": 0.01,
+        "batch_size": 64,
+        "threads": 1,
+        "log_model": False,
+        "early_stopping": {"enabled": True, "patience": 2},
+    },
+    "experiments": {
+        "mlp": {"model": {"arch": "mlp", "depth": 1, "width": 32}},
+        "cnn": {"model": {"arch": "cnn", "channels": [4, 8], "head": [16]}},
+    },
+}
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch, tmp_path):
+    """No test writes to the user's cache or to a server named in the environment."""
+    monkeypatch.setenv("ABLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture
+def tiny_params_file(tmp_path) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(TINY_PARAMS))
+    return path
+
+
+@pytest.fixture(scope="session")
+def digits_root(tmp_path_factory) -> Path:
+    """A project root with digits fetched and preprocessed, shared by the session's tests."""
+    from ablab.data.preprocess import preprocess
+    from ablab.data.sources import fetch
+
+    root = tmp_path_factory.mktemp("digits-root")
+    fetch("digits", root / "data" / "raw")
+    preprocess("digits", root / "data" / "raw", root / "data" / "processed", 0.15, 0.2, 7)
+    return root
+
+
+def write_random_processed(folder: Path, dataset: str, per_split: int = 40, seed: int = 0) -> None:
+    """Tiny random data with the shape and classes of `dataset`, for shape-level smoke runs."""
+    from ablab.data.preprocess import save
+    from ablab.data.sources import SOURCES
+
+    source = SOURCES[dataset]
+    rng = np.random.default_rng(seed)
+    n = 3 * per_split
+    images = rng.integers(0, 256, size=(n, *source.image_shape), dtype=np.uint8)
+    labels = np.arange(n, dtype=np.int64) % len(source.classes)
+    idx = np.arange(n)
+    splits = {
+        "train": idx[:per_split],
+        "val": idx[per_split : 2 * per_split],
+        "test": idx[2 * per_split :],
+    }
+    save(dataset, folder, images, labels, splits, seed, 0.1)

@@ -1,0 +1,89 @@
+"""`dvc repro` end to end on a tiny digits config, in a temporary git repo."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import REPO, TINY_PARAMS
+
+pytestmark = pytest.mark.integration
+
+
+def sh(args, cwd, env):
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"{args} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout + result.stderr
+
+
+@pytest.fixture
+def repo(tmp_path):
+    root = tmp_path / "repo"
+    root.mkdir()
+    for name in ("dvc.yaml", ".gitignore"):
+        shutil.copy(REPO / name, root / name)
+    shutil.copytree(
+        REPO / "pipelines", root / "pipelines", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    shutil.copytree(
+        REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+    )
+    (root / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS))
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
+    sh(["git", "init", "-q"], root, env)
+    sh(["dvc", "init", "-q"], root, env)
+    sh(["dvc", "config", "core.analytics", "false"], root, env)
+    sh(["git", "add", "-A"], root, env)
+    sh(["git", "commit", "-qm", "tiny"], root, env)
+    return root, env
+
+
+def test_dvc_repro_trains_every_experiment_then_is_up_to_date(repo):
+    root, env = repo
+    sh(["dvc", "repro"], root, env)
+    for name in ("mlp", "cnn"):
+        metrics = json.loads((root / "results" / name / "metrics.json").read_text())
+        assert 0.5 < metrics["test_accuracy"] <= 1.0, name
+        assert (root / "results" / name / "curves.csv").exists()
+    shown = json.loads(sh(["dvc", "metrics", "show", "--json"], root, env))
+    assert "test_accuracy" in json.dumps(shown)
+
+    client = MlflowClient(f"sqlite:///{root}/mlruns/mlflow.db")
+    experiment = client.get_experiment_by_name("ablab-test")
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(r.data.tags["ablab.experiment"] for r in runs) == ["cnn", "mlp"]
+    assert all(r.info.status == "FINISHED" for r in runs)
+    commit = sh(["git", "rev-parse", "HEAD"], root, env).strip()
+    assert all(r.data.tags["mlflow.source.git.commit"] == commit for r in runs)
+
+    again = sh(["dvc", "repro"], root, env)
+    assert "Data and pipelines are up to date" in again
+    assert len(client.search_runs([experiment.experiment_id])) == 2
+
+
+def test_bad_params_stop_the_pipeline_before_any_run(repo):
+    root, env = repo
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["experiments"]["cnn"]["model"]["dropout"] = 1.5
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    result = subprocess.run(
+        ["dvc", "repro"], cwd=root, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "experiments.cnn.model.dropout" in output
+    assert not (root / "mlruns" / "mlflow.db").exists()
+    assert not (root / "data" / "raw").exists()

@@ -1,0 +1,108 @@
+"""Training logs to a real `mlflow server` process on loopback; read back with MlflowClient."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import TINY_PARAMS
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = (tmp_path / "server.log").open("w")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path}/server.db",
+            "--artifacts-destination",
+            str(tmp_path / "server-artifacts"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((tmp_path / "server.log").read_text())
+            time.sleep(0.5)
+        yield url, tmp_path
+    finally:
+        os.killpg(process.pid, 15)
+        process.wait(timeout=30)
+        log.close()
+
+
+def test_train_logs_to_server_and_client_reads_it_back(mlflow_server, digits_root, tmp_path):
+    url, server_dir = mlflow_server
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "data").symlink_to(digits_root / "data")
+    params = dict(TINY_PARAMS, train={**TINY_PARAMS["train"], "log_model": True})
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": url, "ABLAB_ROOT": str(root)}
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ablab"),
+            "train",
+            "mlp",
+            "--params",
+            str(root / "params.yaml"),
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    assert not (root / "mlruns").exists()  # everything went to the server
+
+    client = MlflowClient(url)
+    experiment = client.get_experiment_by_name("ablab-test")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["ablab.experiment"] == "mlp"
+    assert run.data.params["model.depth"] == "1"
+    assert 0.5 < run.data.metrics["test_accuracy"] <= 1.0
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [0, 1]
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"confusion_matrix.png", "learning_curves.png", "params.yaml"} <= names
+    png = client.download_artifacts(run.info.run_id, "confusion_matrix.png", str(tmp_path))
+    assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert any((server_dir / "server-artifacts").rglob("confusion_matrix.png"))

@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import f1_score, precision_recall_fscore_support
+from torch import nn
+
+from ablab.tasks.classify import (
+    ClassificationTask,
+    DivergedError,
+    confusion_matrix,
+    scores_from_confusion,
+)
+
+
+def test_scores_match_scikit_learn():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 5, 300)
+    p = np.where(rng.random(300) < 0.6, y, rng.integers(0, 5, 300))
+    p[p == 4] = 3  # class 4 never predicted: its precision is undefined -> 0
+    cm = confusion_matrix(torch.from_numpy(p), torch.from_numpy(y), 5)
+    scores = scores_from_confusion(cm)
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        y, p, labels=range(5), zero_division=0
+    )
+    np.testing.assert_allclose(scores["precision"], precision)
+    np.testing.assert_allclose(scores["recall"], recall)
+    np.testing.assert_allclose(scores["f1"], f1)
+    assert scores["macro_f1"].item() == pytest.approx(f1_score(y, p, average="macro"))
+    assert scores["accuracy"].item() == pytest.approx((y == p).mean())
+    assert cm[2, 2].item() == int(((y == 2) & (p == 2)).sum())
+
+
+def test_label_smoothing_loss_follows_its_formula():
+    task = ClassificationTask(nn.Identity(), 4, label_smoothing=0.2)
+    logits = torch.tensor([[2.0, 0.5, -1.0, 0.0]])
+    log_p = torch.log_softmax(logits, dim=1)[0]
+    expected = -(0.8 * log_p[1] + 0.2 * log_p.mean())
+    assert task.loss(logits, torch.tensor([1])).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_nan_loss_raises_diverged():
+    task = ClassificationTask(nn.Identity(), 3)
+    x = torch.tensor([[float("nan"), 0.0, 0.0]])
+    with pytest.raises(DivergedError, match="nan"):
+        task.training_step((x, torch.tensor([0])), 0)

@@ -1,0 +1,67 @@
+import pytest
+import torch
+from torch import nn
+
+from ablab.config import CNNParams, MLPParams
+from ablab.models import build, count_parameters
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "elu", "gelu", "tanh", "sigmoid"])
+@pytest.mark.parametrize("init", ["default", "xavier", "kaiming"])
+def test_mlp_shapes_for_every_activation_and_init(activation, init):
+    params = MLPParams(
+        arch="mlp",
+        depth=3,
+        width=16,
+        activation=activation,
+        init=init,
+        dropout=0.5,
+        batch_norm=True,
+    )
+    net = build(params, (1, 28, 28), 10)
+    assert net(torch.randn(5, 1, 28, 28)).shape == (5, 10)
+    assert sum(isinstance(m, nn.Linear) for m in net.modules()) == 4
+    assert sum(isinstance(m, nn.BatchNorm1d) for m in net.modules()) == 3
+
+
+def test_mlp_parameter_count_matches_hand_count():
+    net = build(MLPParams(arch="mlp", depth=2, width=256), (1, 28, 28), 10)
+    assert count_parameters(net) == (784 * 256 + 256) + (256 * 256 + 256) + (256 * 10 + 10)
+
+
+def test_kaiming_init_gives_he_variance():
+    net = build(MLPParams(arch="mlp", depth=1, width=2000, init="kaiming"), (1, 50, 50), 10)
+    weight = net[1].weight
+    assert weight.std().item() == pytest.approx((2 / 2500) ** 0.5, rel=0.05)
+    assert torch.count_nonzero(net[1].bias) == 0
+
+
+@pytest.mark.parametrize(
+    "padding, pool, expected_side", [("same", "max", 7), ("valid", "avg", 5), ("same", "none", 28)]
+)
+def test_cnn_shapes(padding, pool, expected_side):
+    params = CNNParams(
+        arch="cnn",
+        channels=[4, 8],
+        padding=padding,
+        pool=pool,
+        batch_norm=True,
+        dropout=0.1,
+        head=[16],
+        head_dropout=0.2,
+    )
+    net = build(params, (1, 28, 28), 10)
+    assert net(torch.randn(3, 1, 28, 28)).shape == (3, 10)
+    first_linear = next(m for m in net.modules() if isinstance(m, nn.Linear))
+    assert first_linear.in_features == 8 * expected_side * expected_side
+
+
+def test_cnn_that_shrinks_input_to_nothing_is_refused():
+    params = CNNParams(arch="cnn", channels=[4, 4, 4, 4], padding="valid", kernel_size=3)
+    with pytest.raises(ValueError, match="shrink"):
+        build(params, (1, 8, 8), 10)
+
+
+def test_same_padding_with_stride_is_refused_at_load():
+    with pytest.raises(ValueError, match="stride 1"):
+        CNNParams(arch="cnn", padding="same", stride=2)

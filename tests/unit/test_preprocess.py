@@ -1,0 +1,38 @@
+import json
+
+import numpy as np
+
+from ablab.data.preprocess import load_processed, make_splits, preprocess
+
+
+def test_digits_splits_are_disjoint_complete_and_stratified(digits_root):
+    images, labels, splits, meta = load_processed(digits_root / "data" / "processed" / "digits")
+    assert images.dtype == np.uint8 and images.shape == (1797, 1, 8, 8)
+    assert labels.dtype == np.int64 and set(np.unique(labels)) == set(range(10))
+    assert images.max() == 255  # 0..16 grey levels rescaled
+    train, val, test = splits["train"], splits["val"], splits["test"]
+    assert not set(train) & set(val) and not set(train) & set(test) and not set(val) & set(test)
+    assert len(train) + len(val) + len(test) == len(labels)
+    assert meta["split_sizes"] == {"train": len(train), "val": len(val), "test": len(test)}
+    overall = np.bincount(labels, minlength=10) / len(labels)
+    for part in (train, val, test):
+        share = np.bincount(labels[part], minlength=10) / len(part)
+        assert np.abs(share - overall).max() < 0.02
+
+
+def test_same_seed_same_hash_other_seed_other_split(digits_root, tmp_path):
+    raw = digits_root / "data" / "raw"
+    a = preprocess("digits", raw, tmp_path / "a", 0.15, 0.2, 7)
+    b = preprocess("digits", raw, tmp_path / "b", 0.15, 0.2, 7)
+    c = preprocess("digits", raw, tmp_path / "c", 0.15, 0.2, 8)
+    assert a["data_hash"] == b["data_hash"] != c["data_hash"]
+    assert json.loads((tmp_path / "a" / "digits" / "meta.json").read_text()) == a
+    # nothing but the finished folder is left behind
+    assert [p.name for p in (tmp_path / "a").iterdir()] == ["digits"]
+
+
+def test_official_test_split_is_kept_and_val_comes_from_train():
+    labels = np.tile(np.arange(10), 20)  # 200: first 150 train pool, last 50 test
+    splits = make_splits(labels, 150, 0.2, 0.5, seed=0)
+    assert list(splits["test"]) == list(range(150, 200))
+    assert len(splits["val"]) == 30 and splits["val"].max() < 150

@@ -1,0 +1,71 @@
+import csv
+import json
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from ablab import tracking
+from ablab.config import load
+from ablab.train import run_experiment
+from tests.conftest import TINY_PARAMS
+
+
+@pytest.fixture(scope="module")
+def trained(digits_root, tmp_path_factory):
+    """The tiny mlp trained twice on digits with the same params, and once with another seed."""
+    import yaml
+
+    folder = tmp_path_factory.mktemp("train")
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(TINY_PARAMS))
+    params = load(path, ["train.log_model=true"])
+    processed = digits_root / "data" / "processed"
+    first = run_experiment(params, "mlp", folder, processed_dir=processed)
+    first_results = (folder / "results" / "mlp" / "metrics.json").read_text()
+    second = run_experiment(params, "mlp", folder, processed_dir=processed)
+    return folder, first, second, first_results
+
+
+def test_same_params_give_identical_metrics(trained):
+    _, first, second, _ = trained
+    for key in ("test_loss", "test_accuracy", "test_macro_f1", "best_epoch", "parameters"):
+        assert first[key] == second[key], key
+
+
+def test_results_files(trained):
+    folder, first, _, first_results = trained
+    metrics = json.loads((folder / "results" / "mlp" / "metrics.json").read_text())
+    assert set(metrics) >= {"test_loss", "test_accuracy", "test_macro_f1"}
+    assert metrics["test_accuracy"] > 0.5  # two epochs on digits learn something
+    before = json.loads(first_results)
+    for key in ("test_loss", "test_accuracy", "test_macro_f1", "best_epoch"):
+        assert before[key] == metrics[key], key
+    with (folder / "results" / "mlp" / "curves.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert {"train_loss", "val_loss", "val_accuracy"} <= set(rows[0])
+
+
+def test_mlflow_run_holds_params_epoch_metrics_tags_and_artifacts(trained):
+    folder, first, _, _ = trained
+    client = MlflowClient(tracking.tracking_uri(folder))
+    experiment = client.get_experiment_by_name("ablab-test")
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+    assert len(runs) == 2
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model.width"] == "32"
+    assert run.data.params["train.optimizer"] == "adam"
+    assert run.data.params["dataset"] == "digits"
+    tags = run.data.tags
+    assert tags["ablab.experiment"] == "mlp" and tags["ablab.seed"] == "7"
+    assert tags["ablab.stage"] == "train" and len(tags["ablab.data_hash"]) == 16
+    assert run.data.metrics["test_accuracy"] == pytest.approx(first["test_accuracy"])
+    assert "test_recall_3" in run.data.metrics
+    history = client.get_metric_history(run.info.run_id, "val_loss")
+    assert [m.step for m in history] == [0, 1]
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"confusion_matrix.png", "learning_curves.png", "params.yaml"} <= names
+    models = client.search_logged_models([experiment.experiment_id])
+    assert any(m.source_run_id == run.info.run_id for m in models)
+    assert str(folder / "mlruns" / "artifacts") in run.info.artifact_uri
