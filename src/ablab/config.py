@@ -43,6 +43,16 @@ class EarlyStopping(Strict):
     min_delta: Annotated[float, Field(ge=0.0)] = 0.0
 
 
+class Schedule(Strict):
+    """Learning-rate schedule, stepped once per epoch."""
+
+    name: Literal["none", "step", "exponential", "cosine", "plateau"] = "none"
+    step_size: Annotated[int, Field(ge=1)] = 5  # step: epochs between decays
+    gamma: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5  # step, exponential, plateau factor
+    patience: Annotated[int, Field(ge=0)] = 2  # plateau: epochs without val_loss improvement
+    warmup_epochs: Annotated[int, Field(ge=0)] = 0  # linear warm-up from lr/10 before the rest
+
+
 class TrainParams(Strict):
     max_epochs: Annotated[int, Field(ge=1, le=1000)] = 10
     batch_size: Annotated[int, Field(ge=1, le=65536)] = 128
@@ -51,6 +61,7 @@ class TrainParams(Strict):
     momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9  # for momentum, nesterov, rmsprop
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
     label_smoothing: Probability = 0.0
+    schedule: Schedule = Schedule()
     early_stopping: EarlyStopping = EarlyStopping()
     threads: Annotated[int, Field(ge=1, le=256)] = 2
     log_model: bool = True  # the trained model as an MLflow artifact

@@ -117,9 +117,12 @@ class EpochLogger(pl.Callback):
         self.echo = echo
         self.history: list[dict[str, float]] = []
         self._started = 0.0
+        self._lr: float | None = None
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._started = time.perf_counter()
+        # read now: Lightning steps epoch schedulers before on_train_epoch_end
+        self._lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Lightning runs the epoch's validation before this hook, so val_* are current.
@@ -129,6 +132,8 @@ class EpochLogger(pl.Callback):
             if name in metrics:
                 row[name] = float(metrics[name])
         row["epoch_seconds"] = time.perf_counter() - self._started
+        if self._lr is not None:  # the rate this epoch trained with
+            row["lr"] = float(self._lr)
         self.history.append(row)
         if self.run_id and not trainer.sanity_checking:
             values = {k: v for k, v in row.items() if k != "epoch"}

@@ -48,7 +48,7 @@ def _write_atomic(path: Path, text: str) -> None:
 def write_results(folder: Path, metrics: dict[str, float], history: list[dict]) -> None:
     """results/<experiment>/metrics.json (DVC metrics) and curves.csv (DVC plots)."""
     _write_atomic(folder / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    columns = ["epoch", *tracking.EPOCH_METRICS, "epoch_seconds"]
+    columns = ["epoch", *tracking.EPOCH_METRICS, "lr", "epoch_seconds"]
     lines = [",".join(columns)]
     for row in history:
         lines.append(",".join("" if row.get(c) is None else f"{row[c]:.6g}" for c in columns))
@@ -104,7 +104,7 @@ def run_experiment(
     hp = exp.train
     task = ClassificationTask(
         net, len(data.classes), hp.optimizer, hp.lr, hp.weight_decay, hp.momentum,
-        hp.label_smoothing,
+        hp.label_smoothing, hp.schedule.model_dump(), hp.max_epochs,
     )  # fmt: skip
 
     experiment_id = tracking.use_store(root, params.mlflow_experiment)

@@ -69,3 +69,14 @@ def test_mlflow_run_holds_params_epoch_metrics_tags_and_artifacts(trained):
     models = client.search_logged_models([experiment.experiment_id])
     assert any(m.source_run_id == run.info.run_id for m in models)
     assert str(folder / "mlruns" / "artifacts") in run.info.artifact_uri
+
+
+def test_schedule_is_applied_and_lr_logged_per_epoch(digits_root, tmp_path):
+    import yaml
+
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(TINY_PARAMS))
+    params = load(path, ["train.schedule={name: step, step_size: 1, gamma: 0.5}"])
+    run_experiment(params, "mlp", tmp_path, processed_dir=digits_root / "data" / "processed")
+    with (tmp_path / "results" / "mlp" / "curves.csv").open() as f:
+        assert [float(r["lr"]) for r in csv.DictReader(f)] == [0.01, 0.005]

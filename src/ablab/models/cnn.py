@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ablab.models.layers import activation, initialise
+from ablab.models.layers import activation, dense_classifier, initialise
 
 
 def build_cnn(
@@ -54,12 +54,7 @@ def build_cnn(
         )
     layers.append(nn.Flatten())
     fan_in = shape[1] * shape[2] * shape[3]
-    for width in head:
-        layers += [nn.Linear(fan_in, width), activation(activation_name)]
-        if head_dropout > 0:
-            layers.append(nn.Dropout(head_dropout))
-        fan_in = width
-    layers.append(nn.Linear(fan_in, num_classes))
+    layers += dense_classifier(fan_in, list(head), num_classes, activation_name, head_dropout)
     net = nn.Sequential(*layers)
     initialise(net, init, activation_name)
     return net

@@ -18,6 +18,28 @@ def activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
+def dense_classifier(
+    fan_in: int,
+    widths: list[int] | tuple[int, ...],
+    num_classes: int,
+    activation_name: str,
+    dropout: float = 0.0,
+    batch_norm: bool = False,
+) -> list[nn.Module]:
+    """[Linear -> BatchNorm? -> activation -> Dropout?] per width, then Linear to the classes."""
+    layers: list[nn.Module] = []
+    for width in widths:
+        layers.append(nn.Linear(fan_in, width, bias=not batch_norm))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(width))
+        layers.append(activation(activation_name))
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        fan_in = width
+    layers.append(nn.Linear(fan_in, num_classes))
+    return layers
+
+
 def initialise(net: nn.Module, scheme: str, activation_name: str) -> None:
     """Re-initialise linear and conv weights: xavier (glorot) or kaiming (he); biases to zero."""
     if scheme == "default":

@@ -6,7 +6,7 @@ import math
 
 from torch import nn
 
-from ablab.models.layers import activation, initialise
+from ablab.models.layers import dense_classifier, initialise
 
 
 def build_mlp(
@@ -21,16 +21,9 @@ def build_mlp(
 ) -> nn.Sequential:
     """Flatten -> [Linear -> BatchNorm? -> activation -> Dropout?] x depth -> Linear."""
     layers: list[nn.Module] = [nn.Flatten()]
-    fan_in = math.prod(input_shape)
-    for _ in range(depth):
-        layers.append(nn.Linear(fan_in, width, bias=not batch_norm))
-        if batch_norm:
-            layers.append(nn.BatchNorm1d(width))
-        layers.append(activation(activation_name))
-        if dropout > 0:
-            layers.append(nn.Dropout(dropout))
-        fan_in = width
-    layers.append(nn.Linear(fan_in, num_classes))
+    layers += dense_classifier(
+        math.prod(input_shape), [width] * depth, num_classes, activation_name, dropout, batch_norm
+    )
     net = nn.Sequential(*layers)
     initialise(net, init, activation_name)
     return net

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ablab.optim import make_optimizer
+from ablab.optim import make_optimizer, make_scheduler
 
 
 class DivergedError(RuntimeError):
@@ -51,6 +51,8 @@ class ClassificationTask(pl.LightningModule):
         weight_decay: float = 0.0,
         momentum: float = 0.9,
         label_smoothing: float = 0.0,
+        schedule: dict | None = None,
+        max_epochs: int = 1,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net"])
@@ -113,6 +115,16 @@ class ClassificationTask(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self.test_confusion = self._eval_end("test")
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self):
         hp = self.hparams
-        return make_optimizer(self.parameters(), hp.optimizer, hp.lr, hp.weight_decay, hp.momentum)
+        optimizer = make_optimizer(
+            self.parameters(), hp.optimizer, hp.lr, hp.weight_decay, hp.momentum
+        )
+        schedule = dict(hp.schedule or {"name": "none"})
+        scheduler = make_scheduler(optimizer, max_epochs=hp.max_epochs, **schedule)
+        if scheduler is None:
+            return optimizer
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "monitor": "val_loss"},
+        }
