@@ -36,3 +36,13 @@ def test_official_test_split_is_kept_and_val_comes_from_train():
     splits = make_splits(labels, 150, 0.2, 0.5, seed=0)
     assert list(splits["test"]) == list(range(150, 200))
     assert len(splits["val"]) == 30 and splits["val"].max() < 150
+
+
+def test_missing_raw_files_name_the_folder_and_the_fix(tmp_path):
+    import pytest
+
+    from ablab.data.sources import DataError
+
+    with pytest.raises(DataError, match=r"fashion_mnist: missing train-images.*dvc repro fetch"):
+        preprocess("fashion_mnist", tmp_path / "raw", tmp_path / "out", 0.1, 0.2, 0)
+    assert not (tmp_path / "out").exists()
