@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import time
@@ -32,19 +33,26 @@ def use_store(root: Path, experiment: str) -> str:
     """Point MLflow at the store and return the id of `experiment`, creating it if needed."""
     uri = tracking_uri(root)
     local = uri == f"sqlite:///{Path(root).resolve()}/mlruns/mlflow.db"
-    if local:
-        (Path(root) / "mlruns").mkdir(parents=True, exist_ok=True)
     user_set = "MLFLOW_TRACKING_URI" in os.environ
     mlflow.set_tracking_uri(uri)
     if not user_set:
         # set_tracking_uri exports the variable; unset it means "the project's store" to us
         os.environ.pop("MLFLOW_TRACKING_URI", None)
+    if not local:
+        return _experiment_id(experiment, None)
+    (Path(root) / "mlruns").mkdir(parents=True, exist_ok=True)
+    # Processes starting together on a new store would race to create its tables.
+    with open(Path(root) / "mlruns" / ".store.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _experiment_id(experiment, f"{artifact_root(root)}/{experiment}")
+
+
+def _experiment_id(experiment: str, location: str | None) -> str:
+    # A server chooses its own artifact store; the local store keeps artifacts in mlruns/.
     client = MlflowClient()
     found = client.get_experiment_by_name(experiment)
     if found is not None:
         return found.experiment_id
-    # A server chooses its own artifact store; the local store keeps artifacts in mlruns/.
-    location = f"{artifact_root(root)}/{experiment}" if local else None
     try:
         return client.create_experiment(experiment, artifact_location=location)
     except mlflow.exceptions.MlflowException:

@@ -1,0 +1,42 @@
+import os
+import subprocess
+import sys
+
+from mlflow.tracking import MlflowClient
+
+from ablab import tracking
+
+LOG_ONE_RUN = """
+import sys, mlflow
+from ablab import tracking
+eid = tracking.use_store(sys.argv[1], "ablab")
+with mlflow.start_run(experiment_id=eid):
+    mlflow.log_param("worker", sys.argv[2])
+"""
+
+
+def test_processes_starting_together_on_a_new_store_all_log(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    workers = [
+        subprocess.Popen([sys.executable, "-c", LOG_ONE_RUN, str(tmp_path), str(i)], env=env)
+        for i in range(3)
+    ]
+    assert [w.wait(timeout=120) for w in workers] == [0, 0, 0]
+    client = MlflowClient(tracking.tracking_uri(tmp_path))
+    runs = client.search_runs([client.get_experiment_by_name("ablab").experiment_id])
+    assert sorted(r.data.params["worker"] for r in runs) == ["0", "1", "2"]
+
+
+def test_use_store_leaves_mlflow_tracking_uri_unset(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    tracking.use_store(tmp_path / "a", "x")
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert tracking.tracking_uri(tmp_path / "b").endswith(f"{tmp_path}/b/mlruns/mlflow.db")
+
+
+def test_flatten_nested_params():
+    assert tracking.flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": None}) == {
+        "a.b": "1",
+        "a.c.d": "[1, 2]",
+        "e": "None",
+    }
