@@ -52,6 +52,12 @@ class Schedule(Strict):
     patience: Annotated[int, Field(ge=0)] = 2  # plateau: epochs without val_loss improvement
     warmup_epochs: Annotated[int, Field(ge=0)] = 0  # linear warm-up from lr/10 before the rest
 
+    @model_validator(mode="after")
+    def _plateau_has_no_warmup(self) -> Schedule:
+        if self.name == "plateau" and self.warmup_epochs:
+            raise ValueError("warmup_epochs must be 0 with the plateau schedule")
+        return self
+
 
 class TrainParams(Strict):
     max_epochs: Annotated[int, Field(ge=1, le=1000)] = 10
@@ -202,29 +208,24 @@ def _describe(error: dict) -> str:
     return f"{loc}: {msg}"
 
 
+def _invalid(source: str, lines: list[str]) -> ConfigError:
+    return ConfigError(f"{source}: invalid params\n  " + "\n  ".join(lines))
+
+
 def validate(tree: dict, source: str = "params.yaml") -> Params:
     """Validate a params tree; every experiment is resolved so bad overrides fail here too."""
     try:
         params = Params.model_validate(tree)
-        for name in params.experiments:
-            params.experiment(name)
     except ValidationError as exc:
-        lines = [_describe(e) for e in exc.errors()]
-        raise ConfigError(f"{source}: invalid params\n  " + "\n  ".join(lines)) from None
-    return params
-
-
-def _prefix_experiment_errors(tree: dict, source: str) -> None:
-    # Errors inside an experiment's `train` overrides surface as `train.x`: name the experiment.
-    for name, entry in (tree.get("experiments") or {}).items():
-        overrides = (entry or {}).get("train", {}) if isinstance(entry, dict) else {}
-        if not isinstance(overrides, dict):
-            continue
+        raise _invalid(source, [_describe(e) for e in exc.errors()]) from None
+    for name in params.experiments:
         try:
-            TrainParams.model_validate(_deep_merge(TrainParams().model_dump(), overrides))
+            params.experiment(name)
         except ValidationError as exc:
+            # the merged train section failed: the key lives in this experiment's overrides
             lines = [f"experiments.{name}.train.{_describe(e)}" for e in exc.errors()]
-            raise ConfigError(f"{source}: invalid params\n  " + "\n  ".join(lines)) from None
+            raise _invalid(source, lines) from None
+    return params
 
 
 def load(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
@@ -241,5 +242,4 @@ def load(path: str | Path = "params.yaml", overrides: list[str] | None = None) -
     for item in overrides or []:
         key, value = parse_override(item)
         _set_path(tree, key, value)
-    _prefix_experiment_errors(tree, str(path))
     return validate(tree, str(path))

@@ -95,3 +95,11 @@ def test_cli_rejects_bad_params_before_touching_data_or_mlflow(tmp_path, monkeyp
     assert "experiments.cnn.model.dropout" in err and "less than 1" in err
     assert not (tmp_path / "mlruns").exists()
     assert not (tmp_path / "data").exists()
+
+
+def test_plateau_with_warmup_is_refused_at_load(tmp_path):
+    with pytest.raises(ConfigError, match="experiments.mlp.train.schedule: .*warmup_epochs"):
+        load(
+            write(tmp_path, TINY_PARAMS),
+            ["experiments.mlp.train.schedule={name: plateau, warmup_epochs: 2}"],
+        )

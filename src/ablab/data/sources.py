@@ -111,43 +111,48 @@ def check(path: Path, expected: RawFile) -> str | None:
     )
 
 
-def _copy_verified(src: Path, dest: Path, expected: RawFile) -> None:
-    """Copy through a temporary file in the target folder; move into place only once verified."""
+def _place_verified(dest: Path, expected: RawFile, write, mismatch: str) -> None:
+    """Write through a temporary file beside dest; move it into place only once verified.
+
+    `write(file)` fills the open temporary file; `mismatch` says what to do when the
+    checksum is wrong."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
-    os.close(fd)
     tmp_path = Path(tmp)
     try:
-        shutil.copyfile(src, tmp_path)
+        with os.fdopen(fd, "wb") as out:
+            write(out)
         reason = check(tmp_path, expected)
         if reason:
-            raise DataError(
-                f"corrupt file {src}: {reason.split(': ', 1)[1]}; delete it (or reinstall the "
-                "package that ships it) and run `dvc repro` again"
-            )
+            raise DataError(mismatch.replace("{reason}", reason.split(": ", 1)[1]))
         os.chmod(tmp_path, 0o644)  # mkstemp makes 0600
         os.replace(tmp_path, dest)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def _copy_verified(src: Path, dest: Path, expected: RawFile) -> None:
+    def write(out) -> None:
+        with src.open("rb") as f:
+            shutil.copyfileobj(f, out)
+
+    mismatch = (
+        f"corrupt file {src}: {{reason}}; delete it (or reinstall the package that ships it) "
+        "and run `dvc repro` again"
+    )
+    _place_verified(dest, expected, write, mismatch)
 
 
 def _download(url: str, dest: Path, expected: RawFile, timeout: float) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
-    tmp_path = Path(tmp)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+    def write(out) -> None:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             shutil.copyfileobj(resp, out)
-        reason = check(tmp_path, expected)
-        if reason:
-            raise DataError(
-                f"downloaded {url} but it does not match the published checksum: "
-                f"{reason.split(': ', 1)[1]}; the mirror may serve a different file"
-            )
-        os.chmod(tmp_path, 0o644)  # mkstemp makes 0600
-        os.replace(tmp_path, dest)
-    finally:
-        tmp_path.unlink(missing_ok=True)
+
+    mismatch = (
+        f"downloaded {url} but it does not match the published checksum: {{reason}}; "
+        "the mirror may serve a different file"
+    )
+    _place_verified(dest, expected, write, mismatch)
 
 
 def _candidates(source: Source, file: RawFile) -> list[Path]:
@@ -178,9 +183,9 @@ def fetch(
         if found is not None:
             _copy_verified(found, dest, file)
         else:
-            url = (base_url or source.base_url or "").rstrip("/") + "/" + file.name
             if not (base_url or source.base_url):
                 raise DataError(f"{name}: {file.name} not found in {_candidates(source, file)}")
+            url = (base_url or source.base_url).rstrip("/") + "/" + file.name
             cached = cache_dir() / name / file.name
             try:
                 _download(url, cached, file, timeout)
