@@ -30,6 +30,13 @@ TINY_PARAMS = {
         "mlp": {"model": {"arch": "mlp", "depth": 1, "width": 32}},
         "cnn": {"model": {"arch": "cnn", "channels": [4, 8], "head": [16]}},
     },
+    "suites": {
+        "reg": {
+            "experiment": "mlp",
+            "seeds": [1, 2],
+            "variants": {"baseline": {}, "dropout": {"model.dropout": 0.5}},
+        }
+    },
 }
 
 

@@ -44,12 +44,40 @@ def cmd_train(args: argparse.Namespace) -> None:
     names = args.experiments or list(params.experiments)
     for name in names:
         params.experiment(name)  # every name checked before any training starts
+    from ablab.tasks.classify import DivergedError
     from ablab.train import run_experiment
 
     for name in names:
-        metrics = run_experiment(params, name, _root())
+        try:
+            metrics = run_experiment(params, name, _root())
+        except DivergedError as exc:
+            print(f"error: experiment {name} diverged: {exc} (its MLflow run is FAILED)",
+                  file=sys.stderr)  # fmt: skip
+            raise SystemExit(1) from None
         shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("test_accuracy", "test_macro_f1"))
         print(f"{name}: {shown}")
+
+
+def cmd_suite(args: argparse.Namespace) -> None:
+    params = load(args.params, args.set)
+    names = args.suites or list(params.suites)
+    for name in names:
+        params.suite_runs(name)  # every name checked before any training starts
+    from ablab.suite import run_suite, variant_means
+
+    for name in names:
+        report = run_suite(params, name, _root())
+        for variant, means in variant_means(report).items():
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in means.items() if k != "diverged")
+            print(f"{name}/{variant}: {shown or 'all seeds diverged'}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from ablab.report import run_report
+
+    params = load(args.params, args.set)
+    tables = run_report(params, _root())
+    print(f"report: {len(tables)} suites -> results/report/README.md (and an MLflow run 'report')")
 
 
 def cmd_ui(args: argparse.Namespace) -> None:
@@ -88,6 +116,10 @@ def parser() -> argparse.ArgumentParser:
     add("train", cmd_train, "train experiments (all if none named)").add_argument(
         "experiments", nargs="*"
     )
+    add("suite", cmd_suite, "run ablation suites (all if none named)").add_argument(
+        "suites", nargs="*"
+    )
+    add("report", cmd_report, "tables and plots of every suite -> results/report/")
     ui = sub.add_parser("ui", help="serve the MLflow UI on 127.0.0.1")
     ui.set_defaults(func=cmd_ui)
     ui.add_argument("--port", type=int, default=5000)

@@ -1,4 +1,4 @@
-"""Matplotlib figures of one run: confusion matrix and learning curves."""
+"""Matplotlib figures: a run's confusion matrix and learning curves; a suite's overlays and bars."""
 
 from __future__ import annotations
 
@@ -53,3 +53,50 @@ def curves_figure(history: Sequence[dict[str, float]], title: str) -> Figure:
 
 def close(fig: Figure) -> None:
     plt.close(fig)
+
+
+def overlay_figure(
+    curves: dict[str, tuple[Sequence[int], Sequence[float]]], highlight: str, title: str
+) -> Figure:
+    """One line per variant (epoch -> value); the highlighted one (the baseline) black."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    colours = plt.cm.tab20(np.linspace(0, 1, 20))  # 20 distinct colours: suites have >10 lines
+    for i, (name, (epochs, values)) in enumerate(curves.items()):
+        if not epochs:
+            continue
+        style = {"color": colours[i % 20]}
+        if name == highlight:
+            style = {"color": "black", "linewidth": 2.5, "zorder": 3}
+        ax.plot(epochs, values, marker=".", label=name, **style)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("val_loss")
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def bars_figure(
+    names: Sequence[str], means: Sequence[float], stds: Sequence[float], highlight: str,
+    label: str, title: str,
+) -> Figure:  # fmt: skip
+    """Horizontal bars with error bars; a variant without a value is marked 'diverged'."""
+    fig, ax = plt.subplots(figsize=(7, 0.38 * len(names) + 1.4))
+    y = np.arange(len(names))
+    values = np.nan_to_num(np.asarray(means, float), nan=0.0)
+    errors = np.nan_to_num(np.asarray(stds, float), nan=0.0)
+    colours = ["black" if n == highlight else "tab:blue" for n in names]
+    ax.barh(y, values, xerr=errors, color=colours, capsize=3)
+    finite = [m for m in means if not np.isnan(m)]
+    if finite and min(finite) > 0:  # zoom in: differences are small next to the values
+        span = max(finite) - min(finite)
+        ax.set_xlim(max(0.0, min(finite) - max(span, 0.01) * 1.5), max(finite) + max(span, 0.01))
+    for i, m in enumerate(means):
+        if np.isnan(m):
+            ax.text(ax.get_xlim()[0], i, " diverged", va="center", color="tab:red")
+    ax.set_yticks(y, names)
+    ax.invert_yaxis()
+    ax.set_xlabel(label)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig

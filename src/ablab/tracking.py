@@ -14,7 +14,7 @@ import mlflow
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-EPOCH_METRICS = ("train_loss", "val_loss", "val_accuracy", "val_macro_f1")
+EPOCH_METRICS = ("train_loss", "train_objective", "val_loss", "val_accuracy", "val_macro_f1")
 
 
 def tracking_uri(root: Path) -> str:

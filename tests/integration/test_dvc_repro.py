@@ -51,7 +51,7 @@ def repo(tmp_path):
     return root, env
 
 
-def test_dvc_repro_trains_every_experiment_then_is_up_to_date(repo):
+def test_dvc_repro_trains_every_experiment_and_suite_then_is_up_to_date(repo):
     root, env = repo
     sh(["dvc", "repro"], root, env)
     for name in ("mlp", "cnn"):
@@ -61,17 +61,28 @@ def test_dvc_repro_trains_every_experiment_then_is_up_to_date(repo):
     shown = json.loads(sh(["dvc", "metrics", "show", "--json"], root, env))
     assert "test_accuracy" in json.dumps(shown)
 
+    suite = json.loads((root / "results" / "suites" / "reg" / "metrics.json").read_text())
+    assert set(suite) == {"baseline", "dropout"}
+    report = (root / "results" / "report" / "README.md").read_text()
+    assert "## reg" in report and "| dropout |" in report
+
     client = MlflowClient(f"sqlite:///{root}/mlruns/mlflow.db")
     experiment = client.get_experiment_by_name("ablab-test")
     runs = client.search_runs([experiment.experiment_id])
-    assert sorted(r.data.tags["ablab.experiment"] for r in runs) == ["cnn", "mlp"]
+    names = sorted(r.info.run_name for r in runs)
+    assert names == sorted(["cnn", "mlp", "report"] + [
+        f"reg/{v}/seed{s}" for v in ("baseline", "dropout") for s in (1, 2)
+    ])  # fmt: skip
     assert all(r.info.status == "FINISHED" for r in runs)
     commit = sh(["git", "rev-parse", "HEAD"], root, env).strip()
     assert all(r.data.tags["mlflow.source.git.commit"] == commit for r in runs)
 
+    plots = sh(["dvc", "plots", "show", "--json"], root, env)
+    assert "reg_test_accuracy.png" in plots and "suites (mean test accuracy)" in plots
+
     again = sh(["dvc", "repro"], root, env)
     assert "Data and pipelines are up to date" in again
-    assert len(client.search_runs([experiment.experiment_id])) == 2
+    assert len(client.search_runs([experiment.experiment_id])) == len(runs)
 
 
 def test_bad_params_stop_the_pipeline_before_any_run(repo):

@@ -35,7 +35,36 @@ def test_label_smoothing_loss_follows_its_formula():
     logits = torch.tensor([[2.0, 0.5, -1.0, 0.0]])
     log_p = torch.log_softmax(logits, dim=1)[0]
     expected = -(0.8 * log_p[1] + 0.2 * log_p.mean())
-    assert task.loss(logits, torch.tensor([1])).item() == pytest.approx(expected.item(), rel=1e-6)
+    loss = task.objective(logits, torch.tensor([1]))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_weighted_loss_and_penalty_enter_the_objective():
+    net = nn.Linear(2, 3)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([[1.0, -2.0], [0.5, 0.0], [0.0, 3.0]]))
+        net.bias.zero_()
+    weights = torch.tensor([1.0, 2.0, 0.5])
+    task = ClassificationTask(net, 3, l1=0.1, l2=0.01, class_weights=weights)
+    logits = torch.tensor([[0.2, 1.0, -0.3], [1.5, 0.0, 0.1]])
+    y = torch.tensor([1, 2])
+    log_p = torch.log_softmax(logits, 1)
+    ce = -(2.0 * log_p[0, 1] + 0.5 * log_p[1, 2]) / (2.0 + 0.5)  # torch's weighted mean
+    penalty = 0.1 * 6.5 + 0.01 * 14.25  # sum |w| = 6.5, sum w^2 = 14.25; the bias is exempt
+    assert task.objective(logits, y).item() == pytest.approx(ce.item() + penalty, rel=1e-6)
+
+
+def test_train_loss_is_plain_cross_entropy_on_true_labels():
+    """train_loss stays comparable with val_loss whatever the regularizers add."""
+    task = ClassificationTask(nn.Identity(), 3, label_smoothing=0.3)
+    logged = {}
+    task.log = lambda name, value, **kw: logged.__setitem__(name, float(value))
+    x = torch.tensor([[2.0, 0.0, -1.0]])
+    objective = task.training_step((x, torch.tensor([0])), 0)
+    plain = torch.nn.functional.cross_entropy(x, torch.tensor([0])).item()
+    assert logged["train_loss"] == pytest.approx(plain)
+    assert logged["train_objective"] == pytest.approx(objective.item())
+    assert objective.item() > plain  # smoothing costs something on a confident right answer
 
 
 def test_nan_loss_raises_diverged():

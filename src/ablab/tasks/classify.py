@@ -1,5 +1,6 @@
-"""Classification: cross-entropy (optional label smoothing), accuracy, macro-F1, per-class
-metrics and a confusion matrix at test time."""
+"""Classification: cross-entropy with the loss-side regularizers (label smoothing, class
+weights, DisturbLabel, L1/L2 penalties, max-norm), accuracy, macro-F1, per-class metrics and a
+confusion matrix at test time."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ablab import regularize
 from ablab.optim import make_optimizer, make_scheduler
 
 
@@ -50,14 +52,20 @@ class ClassificationTask(pl.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         momentum: float = 0.9,
-        label_smoothing: float = 0.0,
         schedule: dict | None = None,
         max_epochs: int = 1,
+        label_smoothing: float = 0.0,
+        l1: float = 0.0,
+        l2: float = 0.0,
+        disturb_label: float = 0.0,
+        max_norm: float | None = None,
+        class_weights: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["net"])
+        self.save_hyperparameters(ignore=["net", "class_weights"])
         self.net = net
         self.num_classes = num_classes
+        self.register_buffer("class_weights", class_weights, persistent=False)
         self._reset_eval()
         self.test_confusion: torch.Tensor | None = None
 
@@ -69,17 +77,34 @@ class ClassificationTask(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
+    def objective(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """What training minimises: the (smoothed, weighted) cross-entropy plus the penalties."""
+        hp = self.hparams
+        loss = F.cross_entropy(
+            logits, y, weight=self.class_weights, label_smoothing=hp.label_smoothing
+        )
+        if hp.l1 or hp.l2:
+            loss = loss + regularize.penalty(self.net, hp.l1, hp.l2)
+        return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
-        loss = self.loss(self(x), y)
-        if not math.isfinite(loss.item()):
-            raise DivergedError(f"training loss is {loss.item()} at step {self.global_step}")
-        # epoch mean only: per-step logging costs ~2 ms a step here (ANCHORS.md)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
-        return loss
+        logits = self(x)
+        targets = regularize.disturb_labels(y, self.hparams.disturb_label, self.num_classes)
+        objective = self.objective(logits, targets)
+        if not math.isfinite(objective.item()):
+            raise DivergedError(f"training loss is {objective.item()} at step {self.global_step}")
+        # train_loss is the plain cross-entropy on the true labels, comparable with val_loss
+        # whatever the regularizers; epoch means only: per-step logging costs ~2 ms a step
+        train_loss = F.cross_entropy(logits.detach(), y)
+        self.log("train_loss", train_loss, on_step=False, on_epoch=True, batch_size=len(y))
+        self.log("train_objective", objective.detach(), on_step=False, on_epoch=True,
+                 batch_size=len(y))  # fmt: skip
+        return objective
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.hparams.max_norm is not None:
+            regularize.apply_max_norm(self.net, self.hparams.max_norm)
 
     def _eval_step(self, batch) -> None:
         x, y = batch

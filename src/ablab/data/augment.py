@@ -1,0 +1,65 @@
+"""Batch image augmentation: every example draws its own shift, flip, rotation and erasing, all
+in a few tensor operations per batch (torchvision's v2 transforms draw once per batch)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.nn import functional as F
+
+
+def affine(
+    x: torch.Tensor, shift: int = 0, hflip: bool = False, rotation: float = 0.0,
+    fill: float = 0.0,
+) -> torch.Tensor:  # fmt: skip
+    """Random integer shift of up to `shift` pixels, mirror with probability 0.5, rotation of up
+    to +/- `rotation` degrees; uncovered pixels take `fill` (the background's value)."""
+    n, _, h, w = x.shape
+    angle = (torch.rand(n) * 2 - 1) * math.radians(rotation)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    flip = torch.where(torch.rand(n) < 0.5, -1.0, 1.0) if hflip else torch.ones(n)
+    # affine_grid works in [-1, 1] coordinates, so a shift of k pixels is 2k / size
+    tx = torch.randint(-shift, shift + 1, (n,)).float() * 2 / w
+    ty = torch.randint(-shift, shift + 1, (n,)).float() * 2 / h
+    theta = torch.stack(
+        [torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1
+    )
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    # grid_sample pads with zeros: move the background to zero first
+    return F.grid_sample(x - fill, grid, mode="bilinear", align_corners=False) + fill
+
+
+def erase(x: torch.Tensor, probability: float, value: float = 0.0) -> torch.Tensor:
+    """Random erasing (Zhong et al. 2017): with `probability`, blank a rectangle covering 2-33%
+    of the image, aspect ratio 0.3-3.3, at a random place."""
+    n, _, h, w = x.shape
+    area = torch.empty(n).uniform_(0.02, 0.33) * h * w
+    ratio = torch.exp(torch.empty(n).uniform_(math.log(0.3), math.log(1 / 0.3)))
+    eh = (area * ratio).sqrt().round().clamp(1, h).long()
+    ew = (area / ratio).sqrt().round().clamp(1, w).long()
+    top = (torch.rand(n) * (h - eh + 1)).long()
+    left = (torch.rand(n) * (w - ew + 1)).long()
+    rows = torch.arange(h).view(1, h, 1)
+    cols = torch.arange(w).view(1, 1, w)
+    inside = (
+        (rows >= top.view(n, 1, 1))
+        & (rows < (top + eh).view(n, 1, 1))
+        & (cols >= left.view(n, 1, 1))
+        & (cols < (left + ew).view(n, 1, 1))
+    )
+    chosen = (torch.rand(n) < probability).view(n, 1, 1)
+    return x.masked_fill((inside & chosen).unsqueeze(1), value)
+
+
+def augment(
+    x: torch.Tensor, shift: int = 0, hflip: bool = False, rotation: float = 0.0,
+    erasing: float = 0.0, fill: float = 0.0,
+) -> torch.Tensor:  # fmt: skip
+    """Every enabled transformation, in the order shift/flip/rotate then erase; erased pixels
+    become 0, the mean of normalised data (torchvision's default)."""
+    if shift or hflip or rotation:
+        x = affine(x, shift, hflip, rotation, fill)
+    if erasing:
+        x = erase(x, erasing)
+    return x

@@ -1,0 +1,63 @@
+"""Which training examples, how often: subsets, skew, folds, over/under-sampling, weighted
+sampling. Index arithmetic on label arrays; no data is copied here."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.model_selection import StratifiedKFold, train_test_split
+from torch.utils.data import WeightedRandomSampler
+
+
+def stratified_subset(idx: np.ndarray, labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """`size` of the indices `idx`, class proportions kept (all of them if size >= len)."""
+    if size >= len(idx):
+        return idx
+    kept, _ = train_test_split(idx, train_size=size, stratify=labels[idx], random_state=seed)
+    return np.sort(kept)
+
+
+def skew(
+    idx: np.ndarray, labels: np.ndarray, classes: list[int], keep: float, seed: int
+) -> np.ndarray:
+    """Keep only a `keep` fraction (at least one) of each class in `classes`."""
+    rng = np.random.default_rng(seed)
+    out = [idx[~np.isin(labels[idx], classes)]]
+    for c in classes:
+        members = idx[labels[idx] == c]
+        count = max(1, round(keep * len(members))) if len(members) else 0
+        out.append(rng.choice(members, size=count, replace=False))
+    return np.sort(np.concatenate(out))
+
+
+def fold(
+    idx: np.ndarray, labels: np.ndarray, folds: int, index: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fold `index` of a stratified k-fold split of `idx`: (train indices, validation indices)."""
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    train, val = list(splitter.split(idx, labels[idx]))[index]
+    return idx[train], idx[val]
+
+
+def resample(idx: np.ndarray, labels: np.ndarray, method: str, seed: int) -> np.ndarray:
+    """Random oversampling (every class drawn up to the largest class's count, with
+    replacement) or undersampling (every class cut to the smallest count, without)."""
+    rng = np.random.default_rng(seed)
+    groups = [idx[labels[idx] == c] for c in np.unique(labels[idx])]
+    sizes = [len(g) for g in groups]
+    if method == "oversample":
+        target = max(sizes)
+        parts = [np.concatenate([g, rng.choice(g, target - len(g), replace=True)]) for g in groups]
+    elif method == "undersample":
+        target = min(sizes)
+        parts = [rng.choice(g, target, replace=False) for g in groups]
+    else:
+        raise ValueError(f"unknown resampling method {method!r}")
+    return np.sort(np.concatenate(parts))
+
+
+def balanced_sampler(labels: torch.Tensor, generator: torch.Generator) -> WeightedRandomSampler:
+    """Draws len(labels) examples with replacement, each class equally likely."""
+    counts = torch.bincount(labels).double()
+    weights = 1.0 / counts[labels]
+    return WeightedRandomSampler(weights, len(labels), replacement=True, generator=generator)
