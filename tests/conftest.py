@@ -82,4 +82,29 @@ def write_random_processed(folder: Path, dataset: str, per_split: int = 40, seed
         "val": idx[per_split : 2 * per_split],
         "test": idx[2 * per_split :],
     }
-    save(dataset, folder, images, labels, splits, seed, 0.1)
+    extra = {"kind": "image", "image_shape": list(source.image_shape)}
+    save(dataset, folder, {"images": images}, labels, splits, seed, 0.1, extra)
+
+
+def write_random_text(folder: Path, dataset: str, per_split: int = 40, seed: int = 0) -> None:
+    """Tiny random token data with the classes of a text dataset."""
+    import json
+
+    from ablab.data.preprocess import save
+    from ablab.data.sources import SOURCES
+
+    source = SOURCES[dataset]
+    rng = np.random.default_rng(seed)
+    n, max_len = 3 * per_split, 12
+    lengths = rng.integers(1, max_len + 1, n)
+    tokens = rng.integers(2, 50, (n, max_len)) * (np.arange(max_len) < lengths[:, None])
+    labels = np.arange(n, dtype=np.int64) % len(source.classes)
+    idx = np.arange(n)
+    splits = {"train": idx[:per_split], "val": idx[per_split : 2 * per_split],
+              "test": idx[2 * per_split :]}  # fmt: skip
+    vocab = ["<pad>", "<oov>", *(f"w{i}" for i in range(2, 50))]
+    texts = [" ".join(vocab[t] for t in row[:k]) for row, k in zip(tokens, lengths, strict=True)]
+    extra = {"kind": "text", "max_len": max_len, "vocab_size": len(vocab)}
+    files = {"vocab.json": json.dumps(vocab), "texts.json": json.dumps(texts)}
+    arrays = {"tokens": tokens.astype(np.int64), "lengths": lengths.astype(np.int64)}
+    save(dataset, folder, arrays, labels, splits, seed, 0.1, extra, files)

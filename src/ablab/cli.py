@@ -27,15 +27,40 @@ def cmd_fetch(args: argparse.Namespace) -> None:
 
 
 def cmd_preprocess(args: argparse.Namespace) -> None:
-    from ablab.data.preprocess import preprocess
+    from ablab.config import DATASETS
+    from ablab.data.preprocess import (
+        preprocess,
+        preprocess_dates,
+        preprocess_series,
+        preprocess_text,
+    )
 
     params = load(args.params, args.set)
     root = _root()
+    d = params.data
     for name in args.datasets or params.datasets():
-        meta = preprocess(
-            name, root / "data" / "raw", root / "data" / "processed",
-            params.data.val_fraction, params.data.test_fraction, params.seed,
-        )  # fmt: skip
+        raw, out = root / "data" / "raw", root / "data" / "processed"
+        if DATASETS[name][0] == "text":
+            t = d.text
+            meta = preprocess_text(
+                name, raw, out, d.val_fraction, d.test_fraction, params.seed,
+                t.vocab_size, t.min_freq, t.max_len,
+            )  # fmt: skip
+            counts = ", ".join(
+                f"{k} {meta[k]}" for k in ("duplicates_removed", "undecodable_texts",
+                                           "empty_texts", "truncated_texts", "oov_rate")
+            )  # fmt: skip
+            print(f"{name}: vocab {meta['vocab_size']}, {counts}")
+        elif DATASETS[name][0] == "pairs":
+            meta = preprocess_dates(
+                name, out, d.val_fraction, d.test_fraction, params.seed, d.dates.examples
+            )
+        elif DATASETS[name][0] == "series":
+            meta = preprocess_series(
+                name, raw, out, d.val_fraction, d.test_fraction, params.seed, d.series.window
+            )
+        else:
+            meta = preprocess(name, raw, out, d.val_fraction, d.test_fraction, params.seed)
         print(f"{name}: splits {meta['split_sizes']}, data hash {meta['data_hash']}")
 
 
@@ -54,7 +79,8 @@ def cmd_train(args: argparse.Namespace) -> None:
             print(f"error: experiment {name} diverged: {exc} (its MLflow run is FAILED)",
                   file=sys.stderr)  # fmt: skip
             raise SystemExit(1) from None
-        shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("test_accuracy", "test_macro_f1"))
+        keys = ("test_accuracy", "test_macro_f1", "test_char_accuracy", "test_mae", "test_rmse")
+        shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in keys if k in metrics)
         print(f"{name}: {shown}")
 
 

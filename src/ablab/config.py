@@ -24,16 +24,21 @@ DATASETS: dict[str, tuple[str, int]] = {
     "mnist": ("image", 10),
     "tweets": ("text", 3),
     "imdb": ("text", 2),
+    "sunspots": ("series", 0),  # regression: no classes
+    "dates": ("pairs", 0),  # generated sequence-to-sequence pairs
 }
 # which model families take which kind of input
-ARCH_INPUTS = {"mlp": ("image",), "cnn": ("image",), "rnn": ("text",), "tfidf": ("text",)}
+ARCH_INPUTS = {
+    "mlp": ("image",), "cnn": ("image",), "rnn": ("text", "series"), "tfidf": ("text",),
+    "seq2seq": ("pairs",),
+}  # fmt: skip
 Activation = Literal["relu", "leaky_relu", "elu", "gelu", "tanh", "sigmoid"]
 Init = Literal["default", "xavier", "kaiming"]
 Optimizer = Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
 Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
 NonNegative = Annotated[float, Field(ge=0.0)]
 Positive = Annotated[float, Field(gt=0.0)]
-Dataset = Literal["digits", "fashion_mnist", "mnist", "tweets", "imdb"]
+Dataset = Literal["digits", "fashion_mnist", "mnist", "tweets", "imdb", "sunspots", "dates"]
 
 
 class ConfigError(ValueError):
@@ -63,6 +68,18 @@ class TextParams(Strict):
     max_len: Annotated[int, Field(ge=1, le=4096)] = 50  # longer texts are truncated
 
 
+class SeriesParams(Strict):
+    """How a time series becomes (window -> next value) examples, split in time order."""
+
+    window: Annotated[int, Field(ge=2, le=1000)] = 20  # past values the model sees
+
+
+class DatesParams(Strict):
+    """The generated date-format task: how many (written date, ISO date) pairs."""
+
+    examples: Annotated[int, Field(ge=30, le=1_000_000)] = 10000
+
+
 class DataParams(Strict):
     dataset: Dataset = "fashion_mnist"
     val_fraction: Annotated[float, Field(gt=0.0, lt=0.5)] = 0.1
@@ -71,6 +88,8 @@ class DataParams(Strict):
     val_subset: Annotated[int, Field(ge=10)] | None = None  # validation examples kept
     skew: Skew | None = None  # training set only; validation and test stay as published
     text: TextParams = TextParams()
+    series: SeriesParams = SeriesParams()
+    dates: DatesParams = DatesParams()
     sources: dict[Literal["fashion_mnist", "mnist", "imdb"], SourceParams] = {}
 
 
@@ -139,6 +158,7 @@ class TrainParams(Strict):
     imbalance: Literal[
         "none", "weighted_loss", "weighted_sampling", "oversample", "undersample"
     ] = "none"
+    regression_loss: Literal["mse", "mae"] = "mse"  # series forecasting
     folds: Annotated[int, Field(ge=0, le=20)] = 0  # k >= 2: k-fold cross-validation
     # the weights tested: the best validation epoch's (checkpointing is then itself a form of
     # early stopping) or the last epoch's
@@ -217,8 +237,17 @@ class TfidfParams(Strict):
     C: Annotated[float, Field(gt=0.0)] = 1.0  # inverse regularization strength
 
 
+class Seq2SeqParams(Strict):
+    """Encoder LSTM -> decoder LSTM, with or without additive attention."""
+
+    arch: Literal["seq2seq"]
+    embedding_dim: Annotated[int, Field(ge=1, le=4096)] = 32
+    hidden_size: Annotated[int, Field(ge=1, le=4096)] = 64
+    attention: bool = True
+
+
 ModelParams = Annotated[
-    MLPParams | CNNParams | RNNParams | TfidfParams, Field(discriminator="arch")
+    MLPParams | CNNParams | RNNParams | TfidfParams | Seq2SeqParams, Field(discriminator="arch")
 ]
 
 
@@ -387,6 +416,17 @@ def check_techniques(exp: Experiment) -> None:
             "train.regularize.dropconnect needs a hidden linear layer; this model has none "
             "(mlp depth 0, or a cnn with an empty head)"
         )
+    if kind in ("series", "pairs"):
+        classy = {
+            "data.skew": exp.skew is not None,
+            "train.imbalance": exp.train.imbalance != "none",
+            "train.regularize.label_smoothing": bool(reg.label_smoothing),
+            "train.regularize.disturb_label": bool(reg.disturb_label),
+            "train.folds": bool(exp.train.folds),
+        }
+        used = [k for k, on in classy.items() if on]
+        if used:
+            raise ValueError(f"{', '.join(used)}: not for {kind} data ({exp.dataset})")
     if exp.skew is not None and max(exp.skew.classes) >= num_classes:
         raise ValueError(
             f"data.skew.classes: {exp.dataset} has classes 0..{num_classes - 1}; "

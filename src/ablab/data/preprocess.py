@@ -1,20 +1,26 @@
-"""Raw files -> data/processed/<dataset>/: uint8 images, int64 labels, split indices, meta.json."""
+"""Raw files -> data/processed/<dataset>/: arrays (uint8 images, or token ids and lengths),
+int64 labels, split indices, meta.json; text datasets also keep vocab.json and texts.json."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import json
 import shutil
+import tarfile
 import tempfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from ablab.data import dates
 from ablab.data.sources import SOURCES, DataError
+from ablab.data.text import build_vocab, decode_bytes, encode, tokenize
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def _read_idx(path: Path, kind: str) -> np.ndarray:
@@ -67,9 +73,11 @@ def make_splits(
     return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
 
 
-def content_hash(images: np.ndarray, labels: np.ndarray, splits: dict[str, np.ndarray]) -> str:
+def content_hash(arrays: dict[str, np.ndarray], labels: np.ndarray,
+                 splits: dict[str, np.ndarray]) -> str:  # fmt: skip
     h = hashlib.sha256()
-    for array in (images, labels, *(splits[k] for k in ("train", "val", "test"))):
+    ordered = [arrays[k] for k in sorted(arrays)]
+    for array in (*ordered, labels, *(splits[k] for k in ("train", "val", "test"))):
         h.update(np.ascontiguousarray(array).tobytes())
     return h.hexdigest()[:16]
 
@@ -82,38 +90,48 @@ def preprocess(
     if len(images) != len(labels):
         raise DataError(f"{raw_dir / name}: {len(images)} images but {len(labels)} labels")
     splits = make_splits(labels, n_train, val_fraction, test_fraction, seed)
-    return save(name, out_dir, images, labels, splits, seed, val_fraction)
+    return save(
+        name, out_dir, {"images": images}, labels, splits, seed, val_fraction,
+        extra={"kind": "image", "image_shape": list(images.shape[1:])},
+    )  # fmt: skip
 
 
 def save(
     name: str,
     out_dir: Path,
-    images: np.ndarray,
+    arrays: dict[str, np.ndarray],
     labels: np.ndarray,
     splits: dict[str, np.ndarray],
     seed: int,
     val_fraction: float,
+    extra: dict | None = None,
+    files: dict[str, str] | None = None,
 ) -> dict:
-    """Write out_dir/name atomically: a temporary folder renamed into place."""
+    """Write out_dir/name atomically (a temporary folder renamed into place): every array as
+    <name>.npy, labels, splits, meta.json with `extra`, and the text `files`."""
     source = SOURCES[name]
     meta = {
         "format_version": FORMAT_VERSION,
         "dataset": name,
-        "image_shape": list(images.shape[1:]),
+        **(extra or {}),
         "num_classes": len(source.classes),
         "classes": list(source.classes),
         "split_sizes": {k: int(len(v)) for k, v in splits.items()},
         "seed": seed,
         "val_fraction": val_fraction,
-        "data_hash": content_hash(images, labels, splits),
+        "data_hash": content_hash(arrays, labels, splits),
     }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out_dir))
     try:
-        np.save(tmp / "images.npy", images)
+        for key, array in arrays.items():
+            np.save(tmp / f"{key}.npy", array)
         np.save(tmp / "labels.npy", labels)
         np.savez(tmp / "splits.npz", **splits)
+        for file, text in (files or {}).items():
+            (tmp / file).write_text(text)
+            (tmp / file).chmod(0o644)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         final = out_dir / name
         if final.exists():
@@ -126,7 +144,15 @@ def save(
 
 
 def load_processed(folder: Path) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], dict]:
-    """(images, labels, splits, meta) of one processed dataset, with a clear error if absent."""
+    """(images, labels, splits, meta) of one processed image dataset."""
+    arrays, labels, splits, meta = load_arrays(folder, ("images",))
+    return arrays["images"], labels, splits, meta
+
+
+def load_arrays(
+    folder: Path, names: tuple[str, ...]
+) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray], dict]:
+    """(arrays by name, labels, splits, meta) of one processed dataset; a clear error if absent."""
     folder = Path(folder)
     meta_path = folder / "meta.json"
     if not meta_path.exists():
@@ -134,8 +160,151 @@ def load_processed(folder: Path) -> tuple[np.ndarray, np.ndarray, dict[str, np.n
     meta = json.loads(meta_path.read_text())
     if meta.get("format_version") != FORMAT_VERSION:
         raise DataError(f"{meta_path}: old format; run `dvc repro preprocess` again")
-    images = np.load(folder / "images.npy")
+    arrays = {name: np.load(folder / f"{name}.npy") for name in names}
     labels = np.load(folder / "labels.npy")
     with np.load(folder / "splits.npz") as z:
         splits = {k: z[k] for k in ("train", "val", "test")}
-    return images, labels, splits, meta
+    return arrays, labels, splits, meta
+
+
+def read_texts(name: str, raw_dir: Path) -> tuple[list[str], np.ndarray, int | None, int]:
+    """(texts, labels, n_official_train, undecodable): the raw texts of a text dataset; bytes
+    that are not UTF-8 are replaced (and counted), never a crash."""
+    folder = Path(raw_dir) / name
+    missing = [f.name for f in SOURCES[name].files if not (folder / f.name).exists()]
+    if missing:
+        raise DataError(f"{folder}: missing {', '.join(missing)}; run `dvc repro fetch` first")
+    classes = SOURCES[name].classes
+    if name == "tweets":
+        path = folder / SOURCES[name].files[0].name
+        text, bad = decode_bytes(path.read_bytes())
+        table = pd.read_csv(io.StringIO(text), keep_default_na=False, dtype=str)
+        if list(table.columns[:3]) != ["sentiment", "confidence", "text"]:
+            raise DataError(f"{path}: expected columns sentiment,confidence,text")
+        unknown = set(table["sentiment"]) - set(classes)
+        if unknown:
+            raise DataError(f"{path}: unknown sentiment labels {sorted(unknown)}")
+        labels = table["sentiment"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+        undecodable = sum(1 for t in table["text"] if "\ufffd" in t) if bad else 0
+        return list(table["text"]), labels.astype(np.int64), None, undecodable
+    return read_imdb(folder / SOURCES[name].files[0].name)
+
+
+def read_imdb(archive: Path) -> tuple[list[str], np.ndarray, int, int]:
+    """The 25k train and 25k test reviews of aclImdb_v1.tar.gz, read straight from the
+    archive: nothing is extracted, so no member can write anywhere."""
+    texts: dict[str, list[tuple[str, int]]] = {"train": [], "test": []}
+    undecodable = 0
+    with tarfile.open(archive, "r:gz") as tar:
+        for member in tar:
+            parts = member.name.split("/")
+            if not member.isfile() or len(parts) != 4 or parts[0] != "aclImdb":
+                continue
+            _, split, label, file = parts
+            if split in texts and label in ("neg", "pos") and file.endswith(".txt"):
+                text, bad = decode_bytes(tar.extractfile(member).read())
+                undecodable += bad
+                texts[split].append((text.replace("<br />", " "), int(label == "pos")))
+    if not texts["train"] or not texts["test"]:
+        raise DataError(f"{archive}: no aclImdb/{{train,test}}/{{neg,pos}}/*.txt members")
+    rows = sorted(texts["train"]) + sorted(texts["test"])  # archive order is not guaranteed
+    labels = np.array([label for _, label in rows], dtype=np.int64)
+    return [t for t, _ in rows], labels, len(texts["train"]), undecodable
+
+
+def deduplicate(texts: list[str], labels: np.ndarray, n_train: int | None):
+    """Drop every repeat of a text (whitespace and case ignored), keeping the first, so that no
+    text can land in two splits; (texts, labels, n_train, removed)."""
+    seen: set[str] = set()
+    keep = []
+    for i, text in enumerate(texts):
+        key = " ".join(text.lower().split())
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+    kept_train = None if n_train is None else sum(1 for i in keep if i < n_train)
+    return [texts[i] for i in keep], labels[keep], kept_train, len(texts) - len(keep)
+
+
+def preprocess_text(
+    name: str, raw_dir: Path, out_dir: Path, val_fraction: float, test_fraction: float,
+    seed: int, vocab_size: int, min_freq: int, max_len: int,
+) -> dict:  # fmt: skip
+    """Read, deduplicate, split, tokenize; the vocabulary from the training split only."""
+    texts, labels, n_train, undecodable = read_texts(name, raw_dir)
+    texts, labels, n_train, duplicates = deduplicate(texts, labels, n_train)
+    splits = make_splits(labels, n_train, val_fraction, test_fraction, seed)
+    tokens = [tokenize(t) for t in texts]
+    vocab = build_vocab((tokens[i] for i in splits["train"]), vocab_size, min_freq)
+    ids, lengths, counts = encode(tokens, vocab, max_len)
+    extra = {
+        "kind": "text",
+        "max_len": max_len,
+        "vocab_size": len(vocab),
+        "min_freq": min_freq,
+        "duplicates_removed": duplicates,
+        "undecodable_texts": undecodable,
+        "empty_texts": counts["empty"],
+        "truncated_texts": counts["truncated"],
+        "oov_rate": round(counts["oov_tokens"] / max(counts["tokens"], 1), 4),
+    }
+    files = {"vocab.json": json.dumps(vocab) + "\n", "texts.json": json.dumps(texts) + "\n"}
+    arrays = {"tokens": ids, "lengths": lengths}
+    return save(name, out_dir, arrays, labels, splits, seed, val_fraction, extra, files)
+
+
+def preprocess_series(
+    name: str, raw_dir: Path, out_dir: Path, val_fraction: float, test_fraction: float,
+    seed: int, window: int,
+) -> dict:  # fmt: skip
+    """(window of past values -> next value) examples, split in time order: the first part
+    trains, the next validates, the last tests, so no split sees its own future."""
+    path = Path(raw_dir) / name / SOURCES[name].files[0].name
+    if not path.exists():
+        raise DataError(f"{path}: missing; run `dvc repro fetch` first")
+    table = pd.read_csv(path)
+    values = table["SUNACTIVITY"].to_numpy(np.float32)
+    if len(values) <= window + 10:
+        raise DataError(f"{path}: {len(values)} values; data.series.window {window} is too long")
+    windows = np.lib.stride_tricks.sliding_window_view(values[:-1], window).copy()
+    targets = values[window:].copy()
+    n = len(targets)
+    n_test, n_val = round(n * test_fraction), round(n * val_fraction)
+    idx = np.arange(n)
+    splits = {"train": idx[: n - n_test - n_val], "val": idx[n - n_test - n_val : n - n_test],
+              "test": idx[n - n_test :]}  # fmt: skip
+    years = table["YEAR"].to_numpy()[window:]
+    extra = {
+        "kind": "series",
+        "window": window,
+        "target": "SUNACTIVITY",
+        "split_years": {k: [int(years[v[0]]), int(years[v[-1]])] for k, v in splits.items()},
+    }
+    return save(name, out_dir, {"windows": windows}, targets, splits, seed, val_fraction, extra)
+
+
+def preprocess_dates(
+    name: str, out_dir: Path, val_fraction: float, test_fraction: float, seed: int,
+    examples: int,
+) -> dict:  # fmt: skip
+    """Generate the date-format pairs (by seed) and split them at random."""
+    sources, targets = dates.generate(examples, seed)
+    source_vocab, target_vocab = dates.char_vocab(sources), dates.char_vocab(targets)
+    source_len = max(len(s) for s in sources)
+    source = dates.encode_chars(sources, source_vocab, source_len, eos=False)
+    target = dates.encode_chars(targets, target_vocab, max(len(t) for t in targets) + 1, eos=True)
+    lengths = np.array([len(s) for s in sources], dtype=np.int64)
+    idx = np.arange(examples)
+    pool, test = train_test_split(idx, test_size=test_fraction, random_state=seed)
+    train, val = train_test_split(pool, test_size=val_fraction, random_state=seed)
+    splits = {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+    extra = {"kind": "pairs", "source_vocab_size": len(source_vocab),
+             "target_vocab_size": len(target_vocab)}  # fmt: skip
+    files = {
+        "source_vocab.json": json.dumps(source_vocab) + "\n",
+        "target_vocab.json": json.dumps(target_vocab) + "\n",
+        "texts.json": json.dumps(list(zip(sources, targets, strict=True))) + "\n",
+    }
+    arrays = {"source": source, "source_lengths": lengths, "target": target}
+    labels = np.zeros(examples, dtype=np.int64)  # no classes
+    return save(name, out_dir, arrays, labels, splits, seed, val_fraction, extra, files)

@@ -60,12 +60,15 @@ class ClassificationTask(pl.LightningModule):
         disturb_label: float = 0.0,
         max_norm: float | None = None,
         class_weights: torch.Tensor | None = None,
+        track_grad_norms: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "class_weights"])
         self.net = net
         self.num_classes = num_classes
         self.register_buffer("class_weights", class_weights, persistent=False)
+        self._grad_sums: dict[str, float] = {}
+        self._grad_steps = 0
         self._reset_eval()
         self.test_confusion: torch.Tensor | None = None
 
@@ -74,8 +77,8 @@ class ClassificationTask(pl.LightningModule):
         self._count = 0
         self._confusion = torch.zeros(self.num_classes, self.num_classes, dtype=torch.long)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.net(*inputs)
 
     def objective(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """What training minimises: the (smoothed, weighted) cross-entropy plus the penalties."""
@@ -88,8 +91,8 @@ class ClassificationTask(pl.LightningModule):
         return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        logits = self(x)
+        *inputs, y = batch  # (x, y), or (tokens, lengths, y) for sequences
+        logits = self(*inputs)
         targets = regularize.disturb_labels(y, self.hparams.disturb_label, self.num_classes)
         objective = self.objective(logits, targets)
         if not math.isfinite(objective.item()):
@@ -106,9 +109,27 @@ class ClassificationTask(pl.LightningModule):
         if self.hparams.max_norm is not None:
             regularize.apply_max_norm(self.net, self.hparams.max_norm)
 
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # per-layer gradient norms (weight matrices only), summed here and averaged per epoch
+        if not self.hparams.track_grad_norms:
+            return
+        with torch.no_grad():
+            for name, p in self.net.named_parameters():
+                if p.grad is not None and p.dim() > 1:
+                    norm = torch.linalg.vector_norm(p.grad).item()
+                    self._grad_sums[name] = self._grad_sums.get(name, 0.0) + norm
+        self._grad_steps += 1
+
+    def epoch_extras(self) -> dict[str, float]:
+        """grad_norm/<parameter>: the epoch's mean gradient norm; resets the sums."""
+        steps = max(self._grad_steps, 1)
+        extras = {f"grad_norm/{k}": v / steps for k, v in self._grad_sums.items()}
+        self._grad_sums, self._grad_steps = {}, 0
+        return extras
+
     def _eval_step(self, batch) -> None:
-        x, y = batch
-        logits = self(x)
+        *inputs, y = batch
+        logits = self(*inputs)
         self._loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
         self._count += len(y)
         self._confusion += confusion_matrix(logits.argmax(1), y, self.num_classes)
