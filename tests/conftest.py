@@ -37,6 +37,13 @@ TINY_PARAMS = {
             "variants": {"baseline": {}, "dropout": {"model.dropout": 0.5}},
         }
     },
+    "tune": {
+        "experiment": "mlp",
+        "n_trials": 2,
+        "sampler": "random",
+        "space": {"train.lr": {"type": "float", "low": 0.001, "high": 0.1, "log": True}},
+        "registry": {"name": "tiny-mlp"},
+    },
 }
 
 

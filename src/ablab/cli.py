@@ -106,6 +106,23 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"report: {len(tables)} suites -> results/report/README.md (and an MLflow run 'report')")
 
 
+def cmd_tune(args: argparse.Namespace) -> None:
+    from ablab import tune
+
+    params = load(args.params, args.set)
+    if params.tune is None:
+        raise ConfigError(f"{args.params}: no tune section")
+    root = _root()
+    if args.worker:  # started by `ablab tune --workers N`, or joining from another machine
+        study = tune.load_study(params, root)
+        parent = os.environ.get("ABLAB_TUNE_PARENT") or tune.parent_run(params, root, study)
+        threads = int(os.environ.get("ABLAB_TUNE_THREADS", os.cpu_count() or 1))
+        tune.work(params, root, parent, threads)
+        return
+    metrics = tune.run_tune(params, root, args.workers, args.params, args.set)
+    print("tune: " + ", ".join(f"{k} {v}" for k, v in metrics.items()))
+
+
 def cmd_ui(args: argparse.Namespace) -> None:
     from ablab.tracking import artifact_root, tracking_uri
 
@@ -146,6 +163,9 @@ def parser() -> argparse.ArgumentParser:
         "suites", nargs="*"
     )
     add("report", cmd_report, "tables and plots of every suite -> results/report/")
+    tune_parser = add("tune", cmd_tune, "run the Optuna study of the tune section")
+    tune_parser.add_argument("--workers", type=int, default=1, help="worker processes")
+    tune_parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ui = sub.add_parser("ui", help="serve the MLflow UI on 127.0.0.1")
     ui.set_defaults(func=cmd_ui)
     ui.add_argument("--port", type=int, default=5000)
@@ -156,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     try:
         args.func(args)
-    except (ConfigError, DataError) as exc:
+    except (ConfigError, DataError) as exc:  # StorageError is a ConfigError
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 

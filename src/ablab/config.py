@@ -306,6 +306,69 @@ class Suite(Strict):
         return "baseline" if "baseline" in names else names[0]
 
 
+class SearchDimension(Strict):
+    """One hyperparameter's range: float (log optional), int (log optional) or categorical."""
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SearchDimension:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("categorical needs a non-empty choices list")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.type} needs low and high")
+        if self.low > self.high:
+            raise ValueError(f"low {self.low} > high {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log scale needs low > 0; got {self.low}")
+        return self
+
+    def lowest(self) -> Any:
+        if self.type == "categorical":
+            return self.choices[0]
+        return int(self.low) if self.type == "int" else self.low
+
+
+class Registry(Strict):
+    name: str = Field("ablab-tuned", min_length=1)  # the registered model's name
+    alias: str = Field("champion", min_length=1)
+
+
+class TuneParams(Strict):
+    """An Optuna study over one experiment; every trial trains through `train`."""
+
+    experiment: str
+    space: dict[str, SearchDimension] = Field(min_length=1)  # dotted key -> range
+    common: dict[str, Any] = {}  # overrides every trial shares (e.g. a subset, fewer epochs)
+    metric: Literal["val_loss", "val_accuracy", "val_macro_f1", "val_mae"] = "val_accuracy"
+    direction: Literal["minimize", "maximize"] = "maximize"
+    n_trials: Annotated[int, Field(ge=1)] | None = 20
+    timeout: Annotated[float, Field(gt=0)] | None = None  # seconds, for the whole study
+    sampler: Literal["tpe", "random", "grid", "cmaes"] = "tpe"
+    pruner: Literal["median", "hyperband", "successive_halving", "none"] = "median"
+    storage: str | None = None  # SQLAlchemy URL; None: sqlite in mlruns/optuna.db
+    study_name: str = Field("ablab", min_length=1)
+    seed: Annotated[int, Field(ge=0, lt=2**32)] = 0
+    heartbeat_seconds: Annotated[int, Field(ge=1)] = 10  # a dead worker's trial fails after 2x
+    max_retry: Annotated[int, Field(ge=0)] = 2  # re-runs of a trial whose worker died
+    registry: Registry = Registry()
+
+    @model_validator(mode="after")
+    def _stops_somewhere(self) -> TuneParams:
+        if self.n_trials is None and self.timeout is None:
+            raise ValueError("set n_trials or timeout (or both)")
+        if self.sampler == "grid" and any(d.type != "categorical" for d in self.space.values()):
+            raise ValueError("the grid sampler needs categorical dimensions only")
+        return self
+
+
 class Params(Strict):
     seed: Annotated[int, Field(ge=0, lt=2**32)] = 42
     data: DataParams = DataParams()
@@ -313,6 +376,7 @@ class Params(Strict):
     mlflow_experiment: str = Field("ablab", min_length=1)
     experiments: dict[str, ExperimentEntry] = {}
     suites: dict[str, Suite] = {}
+    tune: TuneParams | None = None
 
     def experiment(self, name: str) -> Experiment:
         """The experiment `name` with every default filled in."""
@@ -372,11 +436,30 @@ class Params(Strict):
                 runs.append(SuiteRun(suite=suite_name, variant=variant, seed=seed, experiment=exp))
         return runs
 
+    def tuned_experiment(self, values: dict[str, Any], seed: int | None = None) -> Experiment:
+        """The tune section's experiment with `common` and one point of the space applied."""
+        tune = self.tune
+        if tune.experiment not in self.experiments:
+            raise ConfigError(
+                f"tune.experiment: unknown experiment {tune.experiment!r}; params.yaml "
+                f"defines: {', '.join(self.experiments)}"
+            )
+        base = self.experiments[tune.experiment].model_dump(exclude_unset=True)
+        tree = _deep_merge(_deep_merge(base, nest_overrides(tune.common)), nest_overrides(values))
+        try:
+            entry = ExperimentEntry.model_validate(tree)
+        except ValidationError as exc:
+            lines = [_describe(e, "tune") for e in exc.errors()]
+            raise _invalid("params.yaml", lines) from None
+        return _resolved(self, tune.experiment, entry, self.seed if seed is None else seed, "tune")
+
     def datasets(self) -> list[str]:
         """Every dataset some experiment or suite uses, in a stable order."""
         used = {self.experiment(name).dataset for name in self.experiments}
         for suite in self.suites:
             used |= {run.experiment.dataset for run in self.suite_runs(suite)}
+        if self.tune is not None:
+            used.add(self.experiment(self.tune.experiment).dataset)
         return [d for d in DATASETS if d in used]
 
 
@@ -528,6 +611,8 @@ def validate(tree: dict, source: str = "params.yaml") -> Params:
             params.experiment(name)
         for name in params.suites:
             params.suite_runs(name)
+        if params.tune is not None:  # an unknown hyperparameter name fails here, named
+            params.tuned_experiment({k: d.lowest() for k, d in params.tune.space.items()})
     except ConfigError as exc:
         raise ConfigError(str(exc).replace("params.yaml", source, 1)) from None
     return params

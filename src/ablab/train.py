@@ -128,8 +128,9 @@ def _task(exp: Experiment, net: torch.nn.Module, data: ImageDataModule) -> Class
 
 
 def _fit(
-    exp: Experiment, data: ImageDataModule, run_id: str, fast_dev_run: bool | int
-) -> RunResult:
+    exp: Experiment, data: ImageDataModule, run_id: str, fast_dev_run: bool | int,
+    extra_callbacks: list[pl.Callback] | None = None,
+) -> RunResult:  # fmt: skip
     """Train, test and log one model into the active MLflow run `run_id`."""
     pl.seed_everything(exp.seed, workers=True, verbose=False)
     if exp.model.arch == "tfidf":
@@ -153,7 +154,7 @@ def _fit(
     params = tracking.flatten(logged)
     tracking.log_params(run_id, params)
     with tempfile.TemporaryDirectory(prefix="ablab-ckpt-") as ckpt_dir:
-        callbacks = _callbacks(exp, run_id, ckpt_dir)
+        callbacks = _callbacks(exp, run_id, ckpt_dir) + list(extra_callbacks or [])
         trainer = pl.Trainer(
             max_epochs=hp.max_epochs,
             accelerator="cpu",
@@ -303,9 +304,12 @@ def train(
     suite: str = "",
     variant: str = "",
     run_name: str | None = None,
+    extra_tags: dict[str, str] | None = None,
+    extra_callbacks: list[pl.Callback] | None = None,
 ) -> RunResult:
     """Train and test one resolved experiment as one MLflow run (k-fold: a parent run with a
-    child run per fold). A diverging loss raises DivergedError after marking the run FAILED."""
+    child run per fold). A diverging loss raises DivergedError after marking the run FAILED.
+    Any exception leaving here carries the MLflow run's id as `run_id`."""
     root = Path(root)
     processed_dir = Path(processed_dir or root / "data" / "processed")
     torch.set_num_threads(exp.train.threads)
@@ -316,11 +320,17 @@ def train(
     tags = tracking.run_tags(
         exp.name, exp.seed, data.meta["data_hash"], "train", root, suite=suite, variant=variant
     )
+    tags.update(extra_tags or {})
     run_name = run_name or exp.name
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
-        if not folds:
-            return _fit(exp, data, run.info.run_id, fast_dev_run)
-        return _cross_validate(exp, data, processed_dir, run.info.run_id, tags, fast_dev_run)
+        try:
+            if not folds:
+                return _fit(exp, data, run.info.run_id, fast_dev_run, extra_callbacks)
+            return _cross_validate(exp, data, processed_dir, run.info.run_id, tags, fast_dev_run)
+        except BaseException as exc:
+            if not getattr(exc, "run_id", None):
+                exc.run_id = run.info.run_id
+            raise
 
 
 def _cross_validate(

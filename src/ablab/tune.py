@@ -1,0 +1,366 @@
+"""Optuna: space, sampler, pruner and storage from params; one trial = one MLflow child run of
+the study's parent run. Studies resume; a worker that dies leaves its trial FAIL (heartbeat)
+and the trial is run again; N workers on one machine, or many machines on one storage."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import optuna
+import yaml
+from mlflow.tracking import MlflowClient
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+from optuna_integration import PyTorchLightningPruningCallback
+
+from ablab import figures, tracking
+from ablab.config import ConfigError, Params, SearchDimension, TuneParams
+from ablab.files import write_atomic
+from ablab.tasks.classify import DivergedError
+from ablab.train import train
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+# our own line per trial says what Optuna's INFO lines say; heartbeats and the retry callback
+# are "experimental" in Optuna 5 but are the documented way to survive dead workers
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+class StorageError(ConfigError):
+    """The study storage cannot be opened; the message shows its URL, password masked."""
+
+
+def storage_url(tune: TuneParams, root: Path) -> str:
+    if tune.storage:
+        return tune.storage
+    (Path(root) / "mlruns").mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{Path(root).resolve()}/mlruns/optuna.db"
+
+
+def masked(url: str) -> str:
+    """The URL with its password replaced by ***."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy can parse: show only its scheme
+        return url.split("://", 1)[0] + "://***"
+
+
+def open_storage(tune: TuneParams, root: Path) -> RDBStorage:
+    """The RDB storage with heartbeats; a dead worker's trial is FAIL after two intervals and
+    queued again. An unreachable URL raises StorageError before anything is created."""
+    url = storage_url(tune, root)
+    try:
+        return RDBStorage(
+            url,
+            engine_kwargs={"pool_pre_ping": True},
+            heartbeat_interval=tune.heartbeat_seconds,
+            grace_period=2 * tune.heartbeat_seconds,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(tune.max_retry),
+        )
+    except Exception as exc:  # SQLAlchemy, driver or URL errors: all mean "cannot open"
+        reason = str(exc).splitlines()[0]
+        from sqlalchemy.engine import make_url
+
+        try:
+            password = make_url(url).password
+        except Exception:
+            password = None
+        if password:
+            reason = reason.replace(str(password), "***")
+        raise StorageError(
+            f"params.yaml: tune.storage: cannot open {masked(url)}: {reason}"
+        ) from None
+
+
+def sampler(tune: TuneParams) -> optuna.samplers.BaseSampler:
+    if tune.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=tune.seed)
+    if tune.sampler == "grid":
+        grid = {name: dim.choices for name, dim in tune.space.items()}
+        return optuna.samplers.GridSampler(grid, seed=tune.seed)
+    if tune.sampler == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=tune.seed)
+    return optuna.samplers.TPESampler(seed=tune.seed)
+
+
+def pruner(tune: TuneParams, max_epochs: int) -> optuna.pruners.BasePruner:
+    if tune.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+    if tune.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs)
+    if tune.pruner == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner()
+    return optuna.pruners.NopPruner()
+
+
+def suggest(trial: optuna.Trial, name: str, dim: SearchDimension) -> Any:
+    if dim.type == "categorical":
+        return trial.suggest_categorical(name, dim.choices)
+    if dim.type == "int":
+        step = int(dim.step or 1)
+        return trial.suggest_int(name, int(dim.low), int(dim.high), step=step, log=dim.log)
+    return trial.suggest_float(name, dim.low, dim.high, step=dim.step, log=dim.log)
+
+
+def load_study(params: Params, root: Path) -> optuna.Study:
+    tune = params.tune
+    max_epochs = params.tuned_experiment(_lowest(tune)).train.max_epochs
+    return optuna.create_study(
+        storage=open_storage(tune, root),
+        study_name=tune.study_name,
+        direction=tune.direction,
+        sampler=sampler(tune),
+        pruner=pruner(tune, max_epochs),
+        load_if_exists=True,
+    )
+
+
+def _lowest(tune: TuneParams) -> dict[str, Any]:
+    return {k: d.lowest() for k, d in tune.space.items()}
+
+
+def parent_run(params: Params, root: Path, study: optuna.Study) -> str:
+    """The study's MLflow parent run: found by its tags when the study resumes, else created
+    with the search space as params."""
+    tune = params.tune
+    experiment_id = tracking.use_store(root, params.mlflow_experiment)
+    client = MlflowClient()
+    found = client.search_runs(
+        [experiment_id],
+        f"tags.`ablab.study` = '{tune.study_name}' and tags.`ablab.stage` = 'tune' "
+        "and tags.`ablab.role` = 'study'",
+    )
+    if found:
+        return found[0].info.run_id
+    tags = {"ablab.study": tune.study_name, "ablab.stage": "tune", "ablab.role": "study",
+            "ablab.experiment": tune.experiment}  # fmt: skip
+    commit = tracking.git_commit(root)
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    run = client.create_run(experiment_id, run_name=f"tune/{tune.study_name}", tags=tags)
+    space = {k: {f: v for f, v in d.model_dump().items() if v is not None}
+             for k, d in tune.space.items()}  # fmt: skip
+    logged = tune.model_dump(exclude={"space", "storage"})
+    logged["storage"] = masked(storage_url(tune, root))  # never a password
+    logged["space"] = space
+    tracking.log_params(run.info.run_id, tracking.flatten(logged))
+    study.set_user_attr("mlflow_parent_run_id", run.info.run_id)
+    return run.info.run_id
+
+
+class _Pruning(PyTorchLightningPruningCallback):
+    """optuna-integration's callback; it reports the monitored metric every epoch."""
+
+
+def objective_for(params: Params, root: Path, parent_id: str, threads: int):
+    tune = params.tune
+    client = MlflowClient()
+
+    def objective(trial: optuna.Trial) -> float:
+        values = {name: suggest(trial, name, dim) for name, dim in tune.space.items()}
+        exp = params.tuned_experiment(values)
+        train_params = exp.train.model_copy(update={"threads": threads, "log_model": False})
+        exp = exp.model_copy(update={"train": train_params})
+        frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+        retry_of = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
+        tags = {"mlflow.parentRunId": parent_id, "ablab.study": tune.study_name,
+                "ablab.trial": str(trial.number), "ablab.stage": "tune"}  # fmt: skip
+        if retry_of is not None:
+            tags["ablab.retry_of"] = str(retry_of)
+            _close_orphans(client, parent_id, retry_of)
+        name = f"tune/{tune.study_name}/trial-{trial.number}"
+        try:
+            result = train(exp, root, params.mlflow_experiment, run_name=name, extra_tags=tags,
+                           extra_callbacks=[_Pruning(trial, tune.metric)])  # fmt: skip
+        except optuna.TrialPruned:
+            run_id = _run_id(client, parent_id, trial.number)
+            client.set_tag(run_id, "ablab.trial_state", "PRUNED")
+            client.set_terminated(run_id, "KILLED")
+            raise
+        except DivergedError as exc:
+            run_id = getattr(exc, "run_id", None) or _run_id(client, parent_id, trial.number)
+            client.set_tag(run_id, "ablab.trial_state", "FAIL")
+            trial.set_user_attr("failure", f"diverged: {exc}")
+            return math.nan  # Optuna records NaN as FAIL; the study goes on
+        history = [r[tune.metric] for r in result.history if tune.metric in r]
+        best = (max if tune.direction == "maximize" else min)(history)
+        client.set_tag(result.run_id, "ablab.trial_state", "COMPLETE")
+        client.log_metric(result.run_id, f"objective_{tune.metric}", best)
+        return best
+
+    return objective
+
+
+def _run_id(client: MlflowClient, parent_id: str, number: int) -> str:
+    run = client.get_run(parent_id)
+    runs = client.search_runs(
+        [run.info.experiment_id],
+        f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`ablab.trial` = '{number}'",
+        order_by=["attributes.start_time DESC"],
+    )
+    return runs[0].info.run_id
+
+
+def _close_orphans(client: MlflowClient, parent_id: str, number: int) -> None:
+    """The MLflow run of a trial whose worker died is still RUNNING: mark it FAILED."""
+    run = client.get_run(parent_id)
+    for orphan in client.search_runs(
+        [run.info.experiment_id],
+        f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`ablab.trial` = '{number}' "
+        "and attributes.status = 'RUNNING'",
+    ):
+        client.set_tag(orphan.info.run_id, "ablab.trial_state", "FAIL")
+        client.set_tag(orphan.info.run_id, "ablab.failure", "worker died (heartbeat stale)")
+        client.set_terminated(orphan.info.run_id, "FAILED")
+
+
+class _Budget:
+    """Stops the study once n_trials finished (COMPLETE or PRUNED), or as many failed."""
+
+    def __init__(self, n_trials: int | None) -> None:
+        self.n_trials = n_trials
+
+    def __call__(self, study: optuna.Study, trial) -> None:
+        trials = study.get_trials(deepcopy=False)
+        done = sum(t.state in FINISHED for t in trials)
+        failed = sum(t.state == TrialState.FAIL for t in trials)
+        best = _best_value(study)
+        shown = "-" if best is None else f"{best:.4f}"
+        total = "" if self.n_trials is None else f"/{self.n_trials}"
+        print(f"trial {trial.number} {trial.state.name}; finished {done}{total}; best {shown}",
+              flush=True)  # fmt: skip
+        if self.n_trials is not None and (done >= self.n_trials or failed >= self.n_trials):
+            study.stop()
+
+
+def _best_value(study: optuna.Study) -> float | None:
+    try:
+        return study.best_value
+    except ValueError:  # no complete trial yet
+        return None
+
+
+def work(params: Params, root: Path, parent_id: str, threads: int) -> None:
+    """One worker: run trials until the study's budget is spent."""
+    tracking.use_store(root, params.mlflow_experiment)  # before any MLflow client is made
+    study = load_study(params, root)
+    tune = params.tune
+    done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
+    if tune.n_trials is not None and done >= tune.n_trials:
+        return
+    study.optimize(
+        objective_for(params, root, parent_id, threads),
+        timeout=tune.timeout,
+        callbacks=[_Budget(tune.n_trials)],
+        catch=(),
+    )
+
+
+def run_tune(
+    params: Params, root: Path, workers: int = 1, params_file: str = "params.yaml",
+    sets: list[str] | None = None, cores: int | None = None,
+) -> dict:  # fmt: skip
+    """The tune stage: open (or resume) the study, run `workers` worker processes (threads
+    per worker chosen so that workers x threads <= cores), then report and register."""
+    if params.tune is None:
+        raise ConfigError("params.yaml: no tune section")
+    root = Path(root)
+    study = load_study(params, root)  # StorageError here: nothing created in MLflow yet
+    parent_id = parent_run(params, root, study)
+    cores = cores or os.cpu_count() or 1
+    threads = max(1, cores // workers)
+    if workers == 1:
+        work(params, root, parent_id, threads)
+    else:
+        _spawn_workers(root, workers, threads, parent_id, params_file, sets or [])
+    return finish(params, root, study, parent_id)
+
+
+def _spawn_workers(
+    root: Path, workers: int, threads: int, parent_id: str, params_file: str, sets: list[str]
+) -> None:
+    env = {**os.environ, "ABLAB_ROOT": str(root), "ABLAB_TUNE_PARENT": parent_id,
+           "ABLAB_TUNE_THREADS": str(threads)}  # fmt: skip
+    command = [sys.executable, "-m", "ablab.cli", "tune", "--worker", "--params", params_file]
+    command += [item for s in sets for item in ("--set", s)]
+    procs = [subprocess.Popen(command, env=env) for _ in range(workers)]
+    codes = [p.wait() for p in procs]
+    if any(codes):
+        print(f"note: worker exit codes {codes}; finished trials are kept", flush=True)
+
+
+def finish(params: Params, root: Path, study: optuna.Study, parent_id: str) -> dict:
+    """Best params and counts -> results/tune/; plots, trials CSV and best value -> the parent
+    run; the best params retrained once, logged and registered with the alias."""
+    tune = params.tune
+    study = optuna.load_study(study_name=tune.study_name, storage=open_storage(tune, root))
+    trials = study.get_trials(deepcopy=False)
+    counts = {state: sum(t.state == getattr(TrialState, state.upper()) for t in trials)
+              for state in ("complete", "pruned", "fail")}  # fmt: skip
+    best = _best_value(study)
+    metrics = {"best_value": best, **{f"trials_{k}": v for k, v in counts.items()}}
+    metrics["epochs_trained"] = sum(len(t.intermediate_values) for t in trials)
+    client = MlflowClient()
+    tracking.log_metrics(parent_id, {k: v for k, v in metrics.items() if v is not None})
+    _log_study_artifacts(study, parent_id)
+    folder = root / "results" / "tune"
+    best_params = study.best_params if best is not None else {}
+    if best is not None:
+        metrics["registered"] = _register_best(params, root, parent_id, best_params)
+    write_atomic(folder / "best_params.yaml", yaml.safe_dump(best_params, sort_keys=True))
+    write_atomic(folder / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    client.set_terminated(parent_id, "FINISHED")
+    return metrics
+
+
+def _log_study_artifacts(study: optuna.Study, parent_id: str) -> None:
+    import optuna.visualization.matplotlib as plots
+
+    with tempfile.TemporaryDirectory() as tmp:
+        study.trials_dataframe().to_csv(Path(tmp) / "trials.csv", index=False)
+        makers = {"optimization_history.png": plots.plot_optimization_history,
+                  "param_importances.png": plots.plot_param_importances,
+                  "parallel_coordinate.png": plots.plot_parallel_coordinate}  # fmt: skip
+        for file, make in makers.items():
+            try:
+                ax = make(study)
+            except (ValueError, RuntimeError):  # e.g. importances need 2+ complete trials
+                continue
+            figure = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+            figure.set_size_inches(9, 5)
+            figure.savefig(Path(tmp) / file, dpi=100, bbox_inches="tight")
+            figures.close(figure)
+        MlflowClient().log_artifacts(parent_id, tmp)
+
+
+def _register_best(params: Params, root: Path, parent_id: str, best_params: dict) -> str:
+    """Train the best params once more with the model logged; register it under the
+    registry name and point the alias at the new version. Returns 'name@alias (vN)'."""
+    tune = params.tune
+    exp = params.tuned_experiment(best_params)
+    exp = exp.model_copy(update={"train": exp.train.model_copy(update={"log_model": True})})
+    tags = {"mlflow.parentRunId": parent_id, "ablab.study": tune.study_name,
+            "ablab.trial": "best", "ablab.stage": "tune"}  # fmt: skip
+    name = f"tune/{tune.study_name}/best"
+    result = train(exp, root, params.mlflow_experiment, run_name=name, extra_tags=tags)
+    client = MlflowClient()
+    experiment_id = client.get_run(result.run_id).info.experiment_id
+    models = [m for m in client.search_logged_models([experiment_id])
+              if m.source_run_id == result.run_id]  # fmt: skip
+    if not models:
+        return "not registered: this model family is not logged as an MLflow model"
+    version = mlflow.register_model(f"models:/{models[0].model_id}", tune.registry.name)
+    client.set_registered_model_alias(tune.registry.name, tune.registry.alias, version.version)
+    return f"{tune.registry.name}@{tune.registry.alias} (v{version.version})"

@@ -1,0 +1,106 @@
+"""Two workers on one study in a real PostgreSQL; one is SIGKILLed mid-trial. The study still
+finishes with every trial accounted for and the killed trial run again, once."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+from tests.conftest import TINY_PARAMS
+from tests.integration.postgres import PASSWORD, Postgres
+
+pytestmark = pytest.mark.integration
+N_TRIALS = 6
+
+
+@pytest.fixture
+def postgres():
+    server = Postgres().start()
+    yield server
+    server.stop()
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_two_workers_one_killed_every_trial_accounted_for(postgres, digits_root, tmp_path):
+    tree = {
+        **TINY_PARAMS,
+        "train": {**TINY_PARAMS["train"], "max_epochs": 60, "threads": 1,
+                  "early_stopping": {"enabled": False}},
+        "tune": {
+            "experiment": "mlp", "n_trials": N_TRIALS, "pruner": "none", "sampler": "random",
+            "storage": postgres.url, "study_name": "killed", "heartbeat_seconds": 1,
+            "space": {"train.lr": {"type": "float", "low": 0.001, "high": 0.05, "log": True}},
+            "registry": {"name": "pg-mlp"},
+        },
+    }  # fmt: skip
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tree))
+    (tmp_path / "data").symlink_to(digits_root / "data")
+    env = {**os.environ, "ABLAB_ROOT": str(tmp_path)}
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "ablab.cli", "tune", "--workers", "2", "--params",
+         str(tmp_path / "params.yaml")],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    storage = optuna.storages.RDBStorage(postgres.url)
+    killed = None
+    deadline = time.time() + 120
+    while killed is None and time.time() < deadline:
+        time.sleep(0.5)
+        try:
+            study = optuna.load_study(study_name="killed", storage=storage)
+        except KeyError:
+            continue  # not created yet
+        running = [t for t in study.get_trials() if t.state == TrialState.RUNNING]
+        workers = children(launcher.pid)
+        if len(running) == 2 and len(workers) == 2:
+            time.sleep(1.0)  # both mid-trial
+            os.kill(workers[0], signal.SIGKILL)
+            killed = workers[0]
+    assert killed is not None, "never saw two trials running at once"
+    output, _ = launcher.communicate(timeout=300)
+    assert launcher.returncode == 0, output
+
+    trials = optuna.load_study(study_name="killed", storage=storage).get_trials()
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(failed) == 1, [t.state for t in trials]  # the killed worker's trial
+    assert len(finished) >= N_TRIALS
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    retries = [
+        t
+        for t in trials
+        if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == failed[0].number
+    ]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE  # retried, once
+    assert retries[0].params == failed[0].params
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    experiment = client.get_experiment_by_name("ablab-test")
+    runs = client.search_runs([experiment.experiment_id])
+    parent = [r for r in runs if r.data.tags.get("ablab.role") == "study"]
+    assert len(parent) == 1
+    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id]
+    by_trial = {r.data.tags["ablab.trial"]: r for r in kids}
+    orphan = by_trial[str(failed[0].number)]
+    assert orphan.info.status == "FAILED" and orphan.data.tags["ablab.trial_state"] == "FAIL"
+    assert by_trial[str(retries[0].number)].data.tags["ablab.retry_of"] == str(failed[0].number)
+    for run in runs:  # the password never reaches MLflow
+        assert all(PASSWORD not in v for v in run.data.params.values())
+    assert "***" in parent[0].data.params["storage"]
+    metrics = json.loads((Path(tmp_path) / "results" / "tune" / "metrics.json").read_text())
+    assert metrics["trials_fail"] == 1 and metrics["trials_complete"] >= N_TRIALS
+    assert metrics["registered"].startswith("pg-mlp@champion")

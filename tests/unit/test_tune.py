@@ -1,0 +1,116 @@
+"""The tune stage on digits with SQLite: space validation, storage errors, resume, NaN."""
+
+import copy
+import json
+
+import optuna
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from ablab import tracking
+from ablab.config import ConfigError, load
+from ablab.tune import StorageError, masked, run_tune
+from tests.conftest import TINY_PARAMS
+
+TUNE = {
+    "experiment": "mlp",
+    "n_trials": 4,
+    "sampler": "random",
+    "common": {"train.max_epochs": 3},
+    "space": {
+        "train.lr": {"type": "float", "low": 0.001, "high": 0.1, "log": True},
+        "model.width": {"type": "categorical", "choices": [16, 32]},
+    },
+    "registry": {"name": "unit-mlp"},
+}
+
+
+def write(folder, tune, digits_root=None):
+    tree = copy.deepcopy(TINY_PARAMS)
+    tree["tune"] = tune
+    (folder / "params.yaml").write_text(yaml.safe_dump(tree))
+    if digits_root is not None and not (folder / "data").exists():
+        (folder / "data").symlink_to(digits_root / "data")
+    return folder / "params.yaml"
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"space": {"model.widht": {"type": "int", "low": 1, "high": 4}}},
+         "tune.model.widht: unknown key"),
+        ({"space": {"train.lr": {"type": "float", "low": 0.1, "high": 0.01}}},
+         "low 0.1 > high 0.01"),
+        ({"space": {"train.lr": {"type": "float", "low": 0.0, "high": 0.1, "log": True}}},
+         "log scale needs low > 0"),
+        ({"sampler": "bayes"}, "tune.sampler: got 'bayes'; allowed: 'tpe', 'random'"),
+        ({"pruner": "early"}, "tune.pruner: got 'early'"),
+        ({"experiment": "resnet"}, "tune.experiment: unknown experiment 'resnet'"),
+        ({"space": {"train.optimizer": {"type": "categorical", "choices": ["adamm"]}}},
+         "tune.train.optimizer: got 'adamm'"),
+    ],
+)  # fmt: skip
+def test_bad_search_spaces_fail_at_load(tmp_path, change, expected):
+    with pytest.raises(ConfigError) as err:
+        load(write(tmp_path, {**TUNE, **change}))
+    assert expected in str(err.value)
+
+
+def test_unreachable_storage_is_named_with_its_password_masked(tmp_path, digits_root):
+    url = "postgresql+psycopg2://me:hunter2-secret@127.0.0.1:1/nostudy"
+    params = load(write(tmp_path, {**TUNE, "storage": url}, digits_root))
+    with pytest.raises(StorageError) as err:
+        run_tune(params, tmp_path)
+    message = str(err.value)
+    assert "postgresql+psycopg2://me:***@127.0.0.1:1/nostudy" in message
+    assert "hunter2-secret" not in message
+    assert not (tmp_path / "results" / "tune").exists()
+    db = tmp_path / "mlruns" / "mlflow.db"
+    if db.exists():  # no orphan parent run
+        client = MlflowClient(tracking.tracking_uri(tmp_path))
+        experiment = client.get_experiment_by_name("ablab-test")
+        assert experiment is None or not client.search_runs([experiment.experiment_id])
+    assert masked("sqlite:////x/y.db") == "sqlite:////x/y.db"
+
+
+def test_study_resumes_under_the_same_parent_and_diverging_trials_fail(tmp_path, digits_root):
+    params = load(write(tmp_path, TUNE, digits_root))
+    first = run_tune(params, tmp_path)
+    assert first["trials_complete"] + first["trials_pruned"] == 4
+    more = load(write(tmp_path, {**TUNE, "n_trials": 6}))
+    second = run_tune(more, tmp_path)
+    assert second["trials_complete"] + second["trials_pruned"] == 6  # 2 more, not 6 more
+    client = MlflowClient(tracking.tracking_uri(tmp_path))
+    experiment = client.get_experiment_by_name("ablab-test")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("ablab.role") == "study"]
+    assert len(parents) == 1
+    parent = parents[0]
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+              and r.data.tags["ablab.trial"] != "best"]  # fmt: skip
+    assert len(trials) == 6
+    assert {r.data.tags["ablab.trial_state"] for r in trials} <= {"COMPLETE", "PRUNED"}
+    assert parent.data.params["space.train.lr.log"] == "True"
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"trials.csv", "optimization_history.png"} <= artifacts
+    assert parent.data.metrics["best_value"] == pytest.approx(second["best_value"])
+    best = yaml.safe_load((tmp_path / "results" / "tune" / "best_params.yaml").read_text())
+    assert set(best) == {"train.lr", "model.width"}
+    version = client.get_model_version_by_alias("unit-mlp", "champion")
+    assert int(version.version) == 2  # registered after each run of the stage
+    saved = json.loads((tmp_path / "results" / "tune" / "metrics.json").read_text())
+    assert saved["trials_fail"] == 0
+
+    # a space where one point diverges: the trial is FAIL with its reason, the study goes on
+    l2 = {"type": "categorical", "choices": [0.0, 1000.0]}
+    boom = {**TUNE, "study_name": "boom", "sampler": "grid", "n_trials": 2,
+            "common": {"train.max_epochs": 2, "train.optimizer": "sgd", "train.lr": 0.01},
+            "space": {"train.regularize.l2": l2}}  # fmt: skip
+    result = run_tune(load(write(tmp_path, boom)), tmp_path)
+    assert result["trials_fail"] >= 1 and result["trials_complete"] >= 1
+    study = optuna.load_study(study_name="boom", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db")
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert failed[0].params["train.regularize.l2"] == 1000.0
+    assert failed[0].user_attrs["failure"].startswith("diverged: training loss is")
