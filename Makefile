@@ -8,13 +8,18 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: run test setup system-data lint
+.PHONY: run test bench setup system-data lint
 
 run: setup
 	dvc repro
 
 test: setup lint
 	pytest
+
+# Benchmarks (numbers, not tests): bench/results.json and BENCHMARKS.md, about 3 minutes.
+bench: setup
+	dvc repro preprocess
+	python bench/run.py
 
 lint: setup
 	ruff check .

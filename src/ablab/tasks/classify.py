@@ -69,6 +69,7 @@ class ClassificationTask(pl.LightningModule):
         self.register_buffer("class_weights", class_weights, persistent=False)
         self._grad_sums: dict[str, float] = {}
         self._grad_steps = 0
+        self._train_sums = [0.0, 0.0, 0]  # loss * n, objective * n, n
         self._reset_eval()
         self.test_confusion: torch.Tensor | None = None
 
@@ -95,14 +96,20 @@ class ClassificationTask(pl.LightningModule):
         logits = self(*inputs)
         targets = regularize.disturb_labels(y, self.hparams.disturb_label, self.num_classes)
         objective = self.objective(logits, targets)
-        if not math.isfinite(objective.item()):
-            raise DivergedError(f"training loss is {objective.item()} at step {self.global_step}")
+        value = objective.item()
+        if not math.isfinite(value):
+            raise DivergedError(f"training loss is {value} at step {self.global_step}")
         # train_loss is the plain cross-entropy on the true labels, comparable with val_loss
-        # whatever the regularizers; epoch means only: per-step logging costs ~2 ms a step
-        train_loss = F.cross_entropy(logits.detach(), y)
-        self.log("train_loss", train_loss, on_step=False, on_epoch=True, batch_size=len(y))
-        self.log("train_objective", objective.detach(), on_step=False, on_epoch=True,
-                 batch_size=len(y))  # fmt: skip
+        # whatever the regularizers. Summed here and handed to the epoch logger through
+        # epoch_extras: two self.log calls a step cost ~1 ms (bench: overhead ratio 1.5).
+        hp = self.hparams
+        plain = not (hp.label_smoothing or hp.l1 or hp.l2 or hp.disturb_label) and (
+            self.class_weights is None
+        )
+        loss = value if plain else F.cross_entropy(logits.detach(), y).item()
+        self._train_sums[0] += loss * len(y)
+        self._train_sums[1] += value * len(y)
+        self._train_sums[2] += len(y)
         return objective
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
@@ -121,10 +128,16 @@ class ClassificationTask(pl.LightningModule):
         self._grad_steps += 1
 
     def epoch_extras(self) -> dict[str, float]:
-        """grad_norm/<parameter>: the epoch's mean gradient norm; resets the sums."""
+        """The epoch's mean train_loss and train_objective, and grad_norm/<parameter> (mean
+        gradient norm); resets the sums."""
+        extras = {}
+        loss, objective, n = self._train_sums
+        if n:
+            extras = {"train_loss": loss / n, "train_objective": objective / n}
         steps = max(self._grad_steps, 1)
-        extras = {f"grad_norm/{k}": v / steps for k, v in self._grad_sums.items()}
+        extras.update({f"grad_norm/{k}": v / steps for k, v in self._grad_sums.items()})
         self._grad_sums, self._grad_steps = {}, 0
+        self._train_sums = [0.0, 0.0, 0]
         return extras
 
     def _eval_step(self, batch) -> None:

@@ -1,0 +1,370 @@
+"""`make bench`: ablab's overheads measured against plain PyTorch and this machine's limits.
+
+Writes bench/results.json (flat keys) and BENCHMARKS.md. Numbers, never pass/fail: every
+figure is a median over repetitions with its spread (min-max), the compared paths interleaved.
+Run from the repo root after `dvc repro preprocess` (the Makefile does both)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = Path(__file__).resolve().parents[1]
+THREADS = 2
+REPS = int(os.environ.get("BENCH_REPS", "5"))
+RESULTS: dict[str, float | str] = {}
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def record(key: str, values: list[float] | float, unit: str = "") -> None:
+    if isinstance(values, list):
+        s = spread(values)
+        RESULTS[key] = s["median"]
+        RESULTS[f"{key}.min"], RESULTS[f"{key}.max"] = s["min"], s["max"]
+    else:
+        RESULTS[key] = values
+    if unit:
+        RESULTS[f"{key}.unit"] = unit
+    print(f"{key}: {RESULTS[key]:.6g} {unit}", flush=True)
+
+
+def params_for(name: str, subset: int):
+    from ablab.config import load
+
+    return load(
+        ROOT / "params.yaml",
+        [f"experiments.{name}.data.subset={subset}", f"experiments.{name}.train.max_epochs=2",
+         "train.log_model=false", f"train.threads={THREADS}",
+         "train.early_stopping.enabled=false", "mlflow_experiment=bench"],
+    )  # fmt: skip
+
+
+def ablab_epoch(name: str, subset: int, root: Path) -> float:
+    """Seconds of the second epoch (train + validation) through ablab's real train path."""
+    from ablab.train import train
+
+    params = params_for(name, subset)
+    exp = params.experiment(name)
+    result = train(exp, root, "bench", ROOT / "data" / "processed")
+    return result.history[-1]["epoch_seconds"]
+
+
+def plain_epoch(name: str, subset: int) -> tuple[float, float, int]:
+    """The same model, data, batch size and threads in a minimal loop: (second epoch seconds,
+    steps per second of its training part, FLOPs per training step)."""
+    from ablab.data.datamodules import ImageDataModule
+    from ablab.models import build
+
+    params = params_for(name, subset)
+    exp = params.experiment(name)
+    torch.manual_seed(exp.seed)
+    torch.set_num_threads(THREADS)
+    data = ImageDataModule.for_experiment(exp, ROOT / "data" / "processed")
+    data.setup()
+    net = build(exp.model, data.input_shape, len(data.classes))
+    opt = torch.optim.Adam(net.parameters(), lr=exp.train.lr)
+    x, y = data.tensors["train"].tensors
+    vx, vy = data.tensors["val"].tensors
+    bs = exp.train.batch_size
+    flops = 0
+    seconds, train_seconds, steps = 0.0, 0.0, 0
+    for epoch in range(2):
+        start = time.perf_counter()
+        net.train()
+        order = torch.randperm(len(x))
+        for i in range(0, len(x), bs):
+            idx = order[i : i + bs]
+            if epoch == 0 and i == 0:
+                with FlopCounterMode(display=False) as counter:
+                    loss = F.cross_entropy(net(x[idx]), y[idx])
+                    loss.backward()
+                flops = counter.get_total_flops()
+                opt.zero_grad()
+            loss = F.cross_entropy(net(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            steps += epoch == 1
+        train_seconds = time.perf_counter() - start
+        net.eval()
+        with torch.no_grad():
+            for i in range(0, len(vx), 512):
+                net(vx[i : i + 512]).argmax(1)
+        seconds = time.perf_counter() - start
+    return seconds, steps / train_seconds, flops
+
+
+def matmul_peak(n: int = 2048, reps: int = 5) -> float:
+    torch.set_num_threads(THREADS)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(reps))
+    return 2 * n**3 / best
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def bench_overhead(root: Path) -> None:
+    peak = matmul_peak()
+    record("machine.matmul_flops", peak, "FLOP/s")
+    for name, subset in (("mlp", 20000), ("cnn", 10000)):
+        ours, plain, rates = [], [], []
+        flops = 0
+        for _ in range(REPS):  # interleaved: drift hits both paths alike
+            ours.append(ablab_epoch(name, subset, root))
+            seconds, rate, flops = plain_epoch(name, subset)
+            plain.append(seconds)
+            rates.append(rate)
+        record(f"{name}.ablab_epoch_seconds", ours, "s")
+        record(f"{name}.plain_epoch_seconds", plain, "s")
+        record(f"{name}.overhead_ratio", [a / b for a, b in zip(ours, plain, strict=True)])
+        record(f"{name}.flops_per_step", float(flops), "FLOP")
+        record(f"{name}.fraction_of_matmul_peak", [flops * r / peak for r in rates])
+
+
+def bench_data() -> None:
+    from ablab.config import load
+    from ablab.data.datamodules import ImageDataModule
+
+    params = load(ROOT / "params.yaml", [f"train.threads={THREADS}"])
+    exp = params.experiment("cnn")
+    firsts, datas = [], []
+    for _ in range(REPS):
+        start = time.perf_counter()
+        data = ImageDataModule.for_experiment(exp, ROOT / "data" / "processed")
+        data.setup()
+        next(iter(data.train_dataloader()))
+        firsts.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        for _batch in data.train_dataloader():
+            pass
+        datas.append(time.perf_counter() - start)
+    record("data.time_to_first_batch", firsts, "s")
+    record("data.seconds_per_epoch_batching_only", datas, "s")
+
+
+def bench_tracking(root: Path) -> None:
+    import mlflow
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    from ablab import tracking
+
+    def per_metric_and_epoch(client: MlflowClient, run_id: str) -> tuple[float, float, float]:
+        n = 30
+        start = time.perf_counter()
+        for i in range(n):
+            client.log_metric(run_id, "m", float(i), step=i)
+        single = (time.perf_counter() - start) / n
+        now = int(time.time() * 1000)
+        batch = [Metric(k, 1.0, now, 0) for k in ("a", "b", "c", "d", "e", "f")]
+        sync = min(_timed(lambda: client.log_batch(run_id, metrics=batch, synchronous=True))
+                   for _ in range(10))  # fmt: skip
+        start = time.perf_counter()
+        ops = [client.log_batch(run_id, metrics=batch, synchronous=False) for _ in range(10)]
+        for op in ops:
+            op.wait()
+        async_ = (time.perf_counter() - start) / 10
+        return single, sync, async_
+
+    experiment_id = tracking.use_store(root, "bench")
+    client = MlflowClient()
+    run = client.create_run(experiment_id)
+    single, sync, async_ = per_metric_and_epoch(client, run.info.run_id)
+    record("tracking.sqlite_seconds_per_log_metric", single, "s")
+    record("tracking.sqlite_seconds_per_epoch_batch", sync, "s")
+    record("tracking.sqlite_seconds_per_epoch_batch_async", async_, "s")
+    port = 5731
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{root}/server.db", "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        import urllib.request
+
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        mlflow.set_tracking_uri(f"http://127.0.0.1:{port}")
+        client = MlflowClient(f"http://127.0.0.1:{port}")
+        run = client.create_run(client.create_experiment("bench-server"))
+        single, sync, async_ = per_metric_and_epoch(client, run.info.run_id)
+        record("tracking.server_seconds_per_log_metric", single, "s")
+        record("tracking.server_seconds_per_epoch_batch", sync, "s")
+        record("tracking.server_seconds_per_epoch_batch_async", async_, "s")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+def bench_growth(root: Path) -> None:
+    for size in (1000, 10000, 54000):
+        times = [ablab_epoch("mlp", size, root) for _ in range(3)]
+        record(f"growth.mlp_epoch_seconds_{size}", times, "s")
+    noop = []
+    for _ in range(3):
+        start = time.perf_counter()
+        subprocess.run(["dvc", "status", "-q"], cwd=ROOT, capture_output=True)
+        subprocess.run(["dvc", "repro"], cwd=ROOT, capture_output=True)
+        noop.append(time.perf_counter() - start)
+    record("dvc.noop_repro_seconds", noop, "s")
+
+
+def bench_search(root: Path) -> None:
+    """Tune the tiny digits mlp twice on the same trials: pruned and not; trials per minute."""
+    import yaml
+
+    params = {
+        "seed": 0, "mlflow_experiment": "bench-tune",
+        "data": {"dataset": "digits"},
+        "train": {"max_epochs": 15, "threads": 1, "log_model": False,
+                  "early_stopping": {"enabled": False}},
+        "experiments": {"mlp": {"model": {"arch": "mlp", "depth": 1, "width": 64}}},
+        "tune": {"experiment": "mlp", "n_trials": 12, "sampler": "random", "seed": 3,
+                 "space": {"train.lr": {"type": "float", "low": 1e-4, "high": 0.3, "log": True},
+                           "model.width": {"type": "categorical", "choices": [16, 64, 256]}}},
+    }  # fmt: skip
+    folder = root / "search"
+    folder.mkdir()
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "ABLAB_ROOT": str(folder)}
+
+    def ablab(*args: str) -> str:
+        out = subprocess.run([sys.executable, "-m", "ablab.cli", *args,
+                              "--params", str(folder / "params.yaml")],
+                             env=env, capture_output=True, text=True, check=True)  # fmt: skip
+        return out.stdout
+
+    ablab("fetch")
+    ablab("preprocess")
+    results = {}
+    for label, extra in (("pruned", []), ("unpruned", ["--set", "tune.pruner=none"])):
+        start = time.perf_counter()
+        ablab("tune", "--set", f"tune.study_name={label}", *extra)
+        seconds = time.perf_counter() - start
+        metrics = json.loads((folder / "results" / "tune" / "metrics.json").read_text())
+        results[label] = (metrics, seconds)
+    record("search.epochs_pruned", float(results["pruned"][0]["epochs_trained"]))
+    record("search.epochs_unpruned", float(results["unpruned"][0]["epochs_trained"]))
+    record("search.best_pruned", results["pruned"][0]["best_value"])
+    record("search.best_unpruned", results["unpruned"][0]["best_value"])
+    for workers in (1, 2):
+        start = time.perf_counter()
+        ablab("tune", "--workers", str(workers), "--set", f"tune.study_name=w{workers}",
+              "--set", "tune.pruner=none")  # fmt: skip
+        minutes = (time.perf_counter() - start) / 60
+        record(f"search.trials_per_minute_{workers}_workers", 12 / minutes)
+
+
+def write_markdown() -> None:
+    import lightning
+    import mlflow
+    import optuna
+
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured {date.today().isoformat()} on {platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, lightning {lightning.__version__}, mlflow "
+        f"{mlflow.__version__}, optuna {optuna.__version__}, {THREADS} threads. `make bench` "
+        f"regenerates this page and `bench/results.json`. Each figure is the median over "
+        f"{REPS} repetitions (3 for growth and dvc), with min-max; the ablab and plain paths "
+        "are interleaved.",
+        "",
+        "| figure | median | min | max | unit |",
+        "|---|---|---|---|---|",
+    ]
+    for key, value in RESULTS.items():
+        if key.endswith((".min", ".max", ".unit")):
+            continue
+        lo = RESULTS.get(f"{key}.min", "")
+        hi = RESULTS.get(f"{key}.max", "")
+        fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+        lines.append(f"| `{key}` | {fmt(value)} | {fmt(lo)} | {fmt(hi)} | "
+                     f"{RESULTS.get(f'{key}.unit', '')} |")  # fmt: skip
+    (ROOT / "BENCHMARKS.md").write_text("\n".join(lines) + "\n" + NOTES)
+
+
+NOTES = """
+## Reading it
+
+- `*.overhead_ratio`: seconds per epoch (training and validation) through ablab's train path
+  (Lightning, the MLflow epoch logger, checkpointing) over a minimal PyTorch loop with the same
+  model, data tensors, batch size and threads. MLP on 20k images, CNN on 10k.
+- `*.fraction_of_matmul_peak`: FLOPs of one training step (counted by
+  `torch.utils.flop_counter`, forward and backward) times the plain loop's steps per second,
+  over `torch.mm` of 2048x2048 matrices with the same threads.
+- `tracking.*`: one `log_metric`, and one epoch's batch of 6 metrics synchronous or
+  asynchronous, to the SQLite store and to a local `mlflow server`.
+- `search.*`: the same 12 random-search trials on digits with median pruning and without;
+  trials per minute with 1 and 2 worker processes (threads per worker = cores / workers).
+- `growth.*`: MLP seconds per epoch at 1k, 10k and 54k training images; `dvc.noop_repro_seconds`
+  is `dvc status` plus a `dvc repro` with nothing to do.
+
+## What changed in ablab because of it
+
+- The classification task logged `train_loss` and `train_objective` with `self.log` every step
+  (epoch means, but Lightning's logging machinery runs per call, ~0.5 ms each here). They are
+  now summed in the task and handed to the epoch logger once per epoch: MLP overhead ratio
+  1.51 -> 1.19-1.24, CNN 1.077 -> 1.06-1.07 (two runs each, same clone and data).
+- Evaluation batches went from 1024 to 512: at 1024 the CNN's activations fall out of cache
+  and evaluation took 1.3x as long per image.
+
+## Where the rest goes
+
+- The MLP's remaining ~0.07 s/epoch over 157 steps (~0.45 ms/step) is Lightning's own loop
+  (hooks, optimizer closure, batch transfer); ANCHORS measures +0.4 ms/step for Lightning with
+  logger, checkpointing and progress bar off. It is a fixed cost per step, so it matters for
+  tiny models (0.16 GFLOP per MLP step against 0.83 for the CNN) and vanishes for the CNN.
+- Logging per epoch costs ~2 ms on SQLite and ~20 ms on a local server, against 0.4-1.5 s per
+  epoch: under 2% even with a server. Asynchronous logging is slower here for single small
+  batches (a thread hand-off per call) and is not used.
+- Two workers tune fewer trials per minute than one on these 1-second trials: each worker
+  process pays ~5 s to import Lightning. Use workers for trials that take minutes.
+"""
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="ablab-bench-") as tmp:
+        root = Path(tmp)
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+        sections = {"overhead": bench_overhead, "data": lambda _: bench_data(),
+                    "tracking": bench_tracking, "growth": bench_growth,
+                    "search": bench_search}  # fmt: skip
+        chosen = os.environ.get("BENCH_ONLY", ",".join(sections)).split(",")
+        for name in chosen:  # BENCH_ONLY=overhead,data runs a part (results.json unchanged)
+            sections[name](root)
+    if len(chosen) < len(sections):
+        print(json.dumps(RESULTS, indent=2))
+        return
+    (ROOT / "bench" / "results.json").write_text(json.dumps(RESULTS, indent=2) + "\n")
+    write_markdown()
+    print("wrote bench/results.json and BENCHMARKS.md")
+
+
+if __name__ == "__main__":
+    main()
