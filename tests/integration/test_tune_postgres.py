@@ -31,8 +31,16 @@ def postgres():
 
 
 def children(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
+    """The live child processes of `pid`, read from /proc (no procps needed)."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":  # fields: state, ppid, ...
+            kids.append(int(stat.parent.name))
+    return kids
 
 
 def test_two_workers_one_killed_every_trial_accounted_for(postgres, digits_root, tmp_path):
