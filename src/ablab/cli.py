@@ -69,7 +69,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     names = args.experiments or list(params.experiments)
     for name in names:
         params.experiment(name)  # every name checked before any training starts
-    from ablab.tasks.classify import DivergedError
+    from ablab.tasks.base import DivergedError
     from ablab.train import run_experiment
 
     for name in names:

@@ -11,7 +11,7 @@ import numpy as np
 
 from ablab.config import Params, nest_overrides
 from ablab.files import write_atomic
-from ablab.tasks.classify import DivergedError
+from ablab.tasks.base import DivergedError
 from ablab.train import train
 
 SUMMARY_METRICS = ("test_accuracy", "test_macro_f1", "test_loss", "test_minority_recall")

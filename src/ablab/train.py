@@ -28,12 +28,8 @@ from ablab.data.datamodules import (
 )
 from ablab.files import write_atomic
 from ablab.models import build, count_parameters
-from ablab.tasks.classify import (
-    ClassificationTask,
-    DivergedError,
-    confusion_matrix,
-    scores_from_confusion,
-)
+from ablab.tasks.base import DivergedError
+from ablab.tasks.classify import ClassificationTask, confusion_matrix, scores_from_confusion
 from ablab.tasks.regress import RegressionTask
 from ablab.tasks.translate import Seq2SeqTask
 
@@ -230,11 +226,7 @@ def _log_forecast(exp: Experiment, task: RegressionTask, data, history: list[dic
     )
     mlflow.log_figure(fig, "forecast.png")
     figures.close(fig)
-    if history:
-        fig = figures.curves_figure(history, f"{title}: learning curves")
-        mlflow.log_figure(fig, "learning_curves.png")
-        figures.close(fig)
-    mlflow.log_dict(exp.model_dump(mode="json"), "params.yaml")
+    _log_curves_and_params(exp, history, title)
 
 
 def _per_class(confusion: torch.Tensor, classes: list[str]) -> dict[str, float]:
@@ -395,16 +387,21 @@ def run_experiment(
     return result.summary
 
 
-def _log_artifacts(exp, net, confusion, data, history, per_class) -> None:
-    title = mlflow.active_run().info.run_name
-    fig = figures.confusion_figure(confusion.numpy(), data.classes, f"{title}: test confusion")
-    mlflow.log_figure(fig, "confusion_matrix.png")
-    figures.close(fig)
+def _log_curves_and_params(exp: Experiment, history: list[dict], title: str) -> None:
+    """What every trained run logs: its learning curves and its resolved params."""
     if history:
         fig = figures.curves_figure(history, f"{title}: learning curves")
         mlflow.log_figure(fig, "learning_curves.png")
         figures.close(fig)
     mlflow.log_dict(exp.model_dump(mode="json"), "params.yaml")
+
+
+def _log_artifacts(exp, net, confusion, data, history, per_class) -> None:
+    title = mlflow.active_run().info.run_name
+    fig = figures.confusion_figure(confusion.numpy(), data.classes, f"{title}: test confusion")
+    mlflow.log_figure(fig, "confusion_matrix.png")
+    figures.close(fig)
+    _log_curves_and_params(exp, history, title)
     mlflow.log_dict(per_class, "per_class_metrics.json")
     if isinstance(data, TextDataModule):
         mlflow.log_dict(data.vocab, "vocab.json")
@@ -462,7 +459,4 @@ def _log_translations(exp: Experiment, net, data: PairsDataModule, history, coun
             mlflow.log_figure(fig, f"attention_{i}.png")
             figures.close(fig)
     mlflow.log_dict(rows, "test_decodings.json")
-    if history:
-        fig = figures.curves_figure(history, f"{title}: learning curves")
-        mlflow.log_figure(fig, "learning_curves.png")
-        figures.close(fig)
+    _log_curves_and_params(exp, history, title)

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import math
 
-import lightning.pytorch as pl
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from ablab import regularize
-from ablab.optim import make_optimizer, make_scheduler
-from ablab.tasks.classify import DivergedError
+from ablab.tasks.base import Task
 
 
-class RegressionTask(pl.LightningModule):
+class RegressionTask(Task):
     def __init__(
         self,
         net: nn.Module,
@@ -53,11 +51,7 @@ class RegressionTask(pl.LightningModule):
         loss = self._loss(pred, y)
         hp = self.hparams
         objective = loss + regularize.penalty(self.net, hp.l1, hp.l2) if hp.l1 or hp.l2 else loss
-        if not math.isfinite(objective.item()):
-            raise DivergedError(f"training loss is {objective.item()} at step {self.global_step}")
-        self.log("train_loss", loss.detach(), on_step=False, on_epoch=True, batch_size=len(y))
-        self.log("train_objective", objective.detach(), on_step=False, on_epoch=True,
-                 batch_size=len(y))  # fmt: skip
+        self.record_train(loss.item(), objective.item(), len(y))
         return objective
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
@@ -80,36 +74,6 @@ class RegressionTask(pl.LightningModule):
         self.log(f"{prefix}_mae", mae * scale)
         self.log(f"{prefix}_rmse", math.sqrt(mse) * scale)
 
-    def on_validation_epoch_start(self) -> None:
-        self._reset_eval()
-
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._eval_step(batch)
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_end("val")
-
-    def on_test_epoch_start(self) -> None:
-        self._reset_eval()
-
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._eval_step(batch)
-
     def on_test_epoch_end(self) -> None:
         self._eval_end("test")
         self.test_predictions = torch.cat(self._preds) if self._preds else None
-
-    def configure_optimizers(self):
-        hp = self.hparams
-        optimizer = make_optimizer(
-            self.parameters(), hp.optimizer, hp.lr, hp.weight_decay, hp.momentum
-        )
-        scheduler = make_scheduler(
-            optimizer, max_epochs=hp.max_epochs, **(hp.schedule or {"name": "none"})
-        )
-        if scheduler is None:
-            return optimizer
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "monitor": "val_loss"},
-        }

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import math
-
-import lightning.pytorch as pl
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from ablab.data.dates import BOS_ID, PAD_ID
-from ablab.optim import make_optimizer, make_scheduler
-from ablab.tasks.classify import DivergedError
+from ablab.tasks.base import Task
 
 
-class Seq2SeqTask(pl.LightningModule):
+class Seq2SeqTask(Task):
     def __init__(
         self, net: nn.Module, optimizer: str = "adam", lr: float = 1e-3,
         weight_decay: float = 0.0, momentum: float = 0.9, schedule: dict | None = None,
@@ -36,9 +32,8 @@ class Seq2SeqTask(pl.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         logits, target = self._logits(batch)
         loss = F.cross_entropy(logits.transpose(1, 2), target, ignore_index=PAD_ID)
-        if not math.isfinite(loss.item()):
-            raise DivergedError(f"training loss is {loss.item()} at step {self.global_step}")
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(target))
+        value = loss.item()
+        self.record_train(value, value, len(target))
         return loss
 
     def _eval_step(self, batch) -> None:
@@ -60,36 +55,3 @@ class Seq2SeqTask(pl.LightningModule):
         self.log(f"{prefix}_accuracy", self._exact / max(self._count, 1))  # exact match
         self.log(f"{prefix}_char_accuracy", self._chars / max(self._tokens, 1))
         self._reset_eval()
-
-    def on_validation_epoch_start(self) -> None:
-        self._reset_eval()
-
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._eval_step(batch)
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_end("val")
-
-    def on_test_epoch_start(self) -> None:
-        self._reset_eval()
-
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._eval_step(batch)
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_end("test")
-
-    def configure_optimizers(self):
-        hp = self.hparams
-        optimizer = make_optimizer(
-            self.parameters(), hp.optimizer, hp.lr, hp.weight_decay, hp.momentum
-        )
-        scheduler = make_scheduler(
-            optimizer, max_epochs=hp.max_epochs, **(hp.schedule or {"name": "none"})
-        )
-        if scheduler is None:
-            return optimizer
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "monitor": "val_loss"},
-        }
