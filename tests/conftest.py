@@ -27,8 +27,8 @@ TINY_PARAMS = {
         "early_stopping": {"enabled": True, "patience": 2},
     },
     "experiments": {
-        "mlp": {"model": {"arch": "mlp", "depth": 1, "width": 32}},
-        "cnn": {"model": {"arch": "cnn", "channels": [4, 8], "head": [16]}},
+        "mlp": {"task": "classify", "model": {"arch": "mlp", "depth": 1, "width": 32}},
+        "cnn": {"task": "classify", "model": {"arch": "cnn", "channels": [4, 8], "head": [16]}},
     },
     "suites": {
         "reg": {

@@ -51,7 +51,7 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
                                            "empty_texts", "truncated_texts", "oov_rate")
             )  # fmt: skip
             print(f"{name}: vocab {meta['vocab_size']}, {counts}")
-        elif DATASETS[name][0] == "pairs":
+        elif DATASETS[name][0] == "translation":
             meta = preprocess_dates(
                 name, out, d.val_fraction, d.test_fraction, params.seed, d.dates.examples
             )
@@ -69,7 +69,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     names = args.experiments or list(params.experiments)
     for name in names:
         params.experiment(name)  # every name checked before any training starts
-    from ablab.tasks.base import DivergedError
+    from ablab.config import ENTRIES
+    from ablab.families import DivergedError
     from ablab.train import run_experiment
 
     for name in names:
@@ -79,7 +80,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             print(f"error: experiment {name} diverged: {exc} (its MLflow run is FAILED)",
                   file=sys.stderr)  # fmt: skip
             raise SystemExit(1) from None
-        keys = ("test_accuracy", "test_macro_f1", "test_char_accuracy", "test_mae", "test_rmse")
+        keys = ENTRIES[params.experiment(name).task].test_metrics
         shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in keys if k in metrics)
         print(f"{name}: {shown}")
 

@@ -1,4 +1,6 @@
-"""Matplotlib figures: a run's confusion matrix and learning curves; a suite's overlays and bars."""
+"""Matplotlib figures every family shares: a run's learning curves; a suite's overlays and bars.
+A family's own pictures live in its module, drawn with the `plt` imported from here (which
+sets the file-only backend first)."""
 
 from __future__ import annotations
 
@@ -12,40 +14,27 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 
-def confusion_figure(cm: np.ndarray, classes: Sequence[str], title: str) -> Figure:
-    """Row-normalised confusion matrix with counts in the cells."""
-    cm = np.asarray(cm)
-    rates = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    size = max(4.0, 0.55 * len(classes) + 2)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
-    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    for i in range(len(classes)):
-        for j in range(len(classes)):
-            colour = "white" if rates[i, j] > 0.5 else "black"
-            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7, color=colour)
-    fig.colorbar(image, ax=ax, fraction=0.046, label="fraction of true class")
-    fig.tight_layout()
-    return fig
-
-
-def curves_figure(history: Sequence[dict[str, float]], title: str) -> Figure:
-    """Train and validation loss, and validation accuracy, per epoch."""
+def curves_figure(
+    history: Sequence[dict[str, float]], title: str, metrics: Sequence[str] = ("val_accuracy",)
+) -> Figure:
+    """Train and validation loss per epoch, and beside it the other per-epoch `metrics`."""
     epochs = [row["epoch"] for row in history]
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    shown = [m for m in metrics if any(m in row for row in history)]
+    fig, axes = plt.subplots(1, 2 if shown else 1, figsize=(10 if shown else 5.5, 4))
+    loss_ax = axes[0] if shown else axes
     for name in ("train_loss", "val_loss"):
         values = [row.get(name, np.nan) for row in history]
         loss_ax.plot(epochs, values, marker="o", label=name)
     loss_ax.set_xlabel("epoch")
     loss_ax.set_ylabel("loss")
     loss_ax.legend()
-    acc_ax.plot(epochs, [row.get("val_accuracy", np.nan) for row in history], marker="o")
-    acc_ax.set_xlabel("epoch")
-    acc_ax.set_ylabel("val_accuracy")
+    for name in shown:
+        axes[1].plot(epochs, [row.get(name, np.nan) for row in history], marker="o", label=name)
+    if shown:
+        axes[1].set_xlabel("epoch")
+        axes[1].set_ylabel(shown[0] if len(shown) == 1 else "value")
+        if len(shown) > 1:
+            axes[1].legend()
     fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -98,47 +87,5 @@ def bars_figure(
     ax.invert_yaxis()
     ax.set_xlabel(label)
     ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def attention_figure(rows: Sequence[tuple[list[str], list[float], str]], title: str) -> Figure:
-    """One strip per example: its tokens, shaded by attention weight, with a caption."""
-    width = max(len(words) for words, _, _ in rows)
-    fig, axes = plt.subplots(len(rows), 1, figsize=(min(0.7 * width + 1, 24), 1.1 * len(rows)))
-    for ax, (words, weights, caption) in zip(np.atleast_1d(axes), rows, strict=True):
-        ax.imshow([weights], cmap="Reds", aspect="auto", vmin=0, vmax=max(weights))
-        ax.set_xticks(range(len(words)), words, rotation=40, ha="right", fontsize=7)
-        ax.set_yticks([])
-        ax.set_title(caption, fontsize=8, loc="left")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def forecast_figure(
-    first_year: int, actual: Sequence[float], predicted: Sequence[float], title: str
-) -> Figure:
-    """Actual values and one-step-ahead forecasts over the test years."""
-    years = np.arange(first_year, first_year + len(actual))
-    fig, ax = plt.subplots(figsize=(9, 3.8))
-    ax.plot(years, actual, marker=".", color="black", label="actual")
-    ax.plot(years, predicted, marker=".", color="tab:red", label="forecast")
-    ax.set_xlabel("year")
-    ax.legend()
-    ax.set_title(title)
-    fig.tight_layout()
-    return fig
-
-
-def alignment_figure(
-    source: Sequence[str], output: Sequence[str], weights: np.ndarray, title: str
-) -> Figure:
-    """Attention of each output character (rows) over the source characters (columns)."""
-    fig, ax = plt.subplots(figsize=(0.3 * len(source) + 1.5, 0.3 * len(output) + 1.2))
-    ax.imshow(weights, cmap="Greys", aspect="auto", vmin=0, vmax=1)
-    ax.set_xticks(range(len(source)), [c if c != " " else "␣" for c in source], fontsize=7)
-    ax.set_yticks(range(len(output)), output, fontsize=7)
-    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig

@@ -19,14 +19,23 @@ from scipy import stats
 from ablab import figures, tracking
 from ablab.config import ConfigError, Params
 
-METRICS = ("test_accuracy", "test_macro_f1", "test_loss", "test_minority_recall")
-COMPARED = ("test_accuracy", "test_macro_f1", "test_minority_recall")
+# how the tables name metrics; any other is shown as its name less the "test_" prefix
 SHORT = {
     "test_accuracy": "test acc",
     "test_macro_f1": "macro-F1",
     "test_loss": "test loss",
     "test_minority_recall": "minority recall",
+    "test_recon_loss": "recon MSE",
+    "test_noisy_recon_loss": "noisy-input MSE",
+    "test_probe_accuracy": "probe acc",
+    "test_code_active_fraction": "active code",
+    "pca_recon_loss": "PCA recon MSE",
+    "pca_probe_accuracy": "PCA probe acc",
 }
+
+
+def short(metric: str) -> str:
+    return SHORT.get(metric, metric.removeprefix("test_").replace("_", " "))
 
 
 def compare(baseline: list[float], other: list[float]) -> tuple[float, float, float, float]:
@@ -50,7 +59,7 @@ def suite_table(report: dict) -> pd.DataFrame:
     runs = report["runs"]
     baseline = report["baseline"]
     order = [baseline] + [v for v in report["variants"] if v != baseline]
-    present = [m for m in METRICS if any(r["summary"].get(m) is not None for r in runs)]
+    present = [m for m in report["metrics"] if any(r["summary"].get(m) is not None for r in runs)]
 
     def values(variant: str, key: str) -> list[float]:
         return [
@@ -77,7 +86,7 @@ def suite_table(report: dict) -> pd.DataFrame:
             row[f"{key}_std"] = float(np.std(v, ddof=1)) if len(v) > 1 else math.nan
         params = values(variant, "parameters")
         row["parameters"] = int(params[0]) if params else None
-        for key in (k for k in COMPARED if k in present):
+        for key in (k for k in report["compared"] if k in present):
             diff, low, high, p = compare(values(baseline, key), values(variant, key))
             row[f"delta_{key}"], row[f"delta_{key}_low"] = diff, low
             row[f"delta_{key}_high"], row[f"p_{key}"] = high, p
@@ -103,10 +112,10 @@ def _delta(row: pd.Series, key: str) -> str:
 def markdown(table: pd.DataFrame, report: dict) -> str:
     """The suite's table as GitHub markdown, diverged variants named, never rows of NaN."""
     headline = report["headline"]
-    metrics = [m for m in METRICS if f"{m}_mean" in table]
+    metrics = [m for m in report["metrics"] if f"{m}_mean" in table]
     head = [
-        "variant", "changes", "runs", *(SHORT[m] for m in metrics), "train-val gap",
-        "best epoch", "s/epoch", "params", f"Δ {SHORT[headline]} [95% CI]", "p (Welch)",
+        "variant", "changes", "runs", *(short(m) for m in metrics), "train-val gap",
+        "best epoch", "s/epoch", "params", f"Δ {short(headline)} [95% CI]", "p (Welch)",
     ]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, row in table.iterrows():
@@ -227,8 +236,10 @@ def report_metrics(tables: dict[str, pd.DataFrame]) -> dict[str, float]:
     """suite/variant/metric_mean for the MLflow report run (finite values only)."""
     metrics = {}
     for suite, table in tables.items():
+        keys = [c.removesuffix("_mean") for c in table.columns if c.endswith("_mean")]
+        keys = [k for k in keys if k not in ("best_epoch", "seconds_per_epoch")]
         for _, row in table.iterrows():
-            for key in (*METRICS, "train_val_gap"):
+            for key in keys:
                 value = row.get(f"{key}_mean", math.nan)
                 if value is not None and not math.isnan(value):
                     metrics[f"{suite}/{slug(row['variant'])}/{key}"] = float(value)

@@ -9,12 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ablab.config import Params, nest_overrides
+from ablab.config import ENTRIES, Params, nest_overrides, report_metrics
+from ablab.families import DivergedError
 from ablab.files import write_atomic
-from ablab.tasks.base import DivergedError
 from ablab.train import train
-
-SUMMARY_METRICS = ("test_accuracy", "test_macro_f1", "test_loss", "test_minority_recall")
 
 
 def run_suite(
@@ -30,6 +28,7 @@ def run_suite(
     root = Path(root)
     runs = params.suite_runs(suite_name)  # raises ConfigError naming an unknown suite
     suite = params.suites[suite_name]
+    task = params.experiments[suite.experiment].task
     rows = []
     for i, run in enumerate(runs, 1):
         name = f"{suite_name}/{run.variant}/seed{run.seed}"
@@ -53,8 +52,11 @@ def run_suite(
     report = {
         "suite": suite_name,
         "experiment": suite.experiment,
+        "family": task,
         "baseline": suite.baseline_name(),
-        "headline": suite.headline,
+        "headline": params.suite_headline(suite_name),
+        "metrics": list(report_metrics(task)),  # what the report tabulates, in order
+        "compared": list(ENTRIES[task].compared),  # and compares with the baseline
         "seeds": list(suite.seeds),
         "common": _describe(nest_overrides(suite.common)),
         "variants": {n: _describe(o) or "(none)" for n, o in suite.variant_overrides().items()},
@@ -96,7 +98,7 @@ def variant_means(report: dict) -> dict[str, dict[str, float]]:
         rows = [r for r in report["runs"] if r["variant"] == variant]
         done = [r for r in rows if r["status"] == "finished"]
         entry: dict[str, float] = {"diverged": len(rows) - len(done)}
-        for key in SUMMARY_METRICS:
+        for key in report["metrics"]:
             values = [r["summary"].get(key) for r in done]
             if values and all(v is not None for v in values):
                 entry[key] = round(float(np.mean(values)), 6)

@@ -1,4 +1,5 @@
-"""MLflow: where runs go, their names and tags, per-epoch metrics and artifacts."""
+"""MLflow: where runs go, their names and tags, per-epoch metrics and artifacts. Families
+return figures and dicts; this module is what logs them."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import fcntl
 import os
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +15,6 @@ import lightning.pytorch as pl
 import mlflow
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
-
-EPOCH_METRICS = (
-    "train_loss",
-    "train_objective",
-    "val_loss",
-    "val_accuracy",
-    "val_macro_f1",
-    "val_mae",
-)
 
 
 def tracking_uri(root: Path) -> str:
@@ -124,11 +117,42 @@ def log_metrics(run_id: str, metrics: dict[str, float], step: int = 0) -> None:
         client.log_batch(run_id, metrics=items[i : i + 1000], synchronous=True)
 
 
-class EpochLogger(pl.Callback):
-    """Once per epoch: log the epoch's metrics to MLflow (step = epoch) and keep a history."""
+def log_artifacts(items: dict[str, Any]) -> None:
+    """Into the active run: a matplotlib Figure as an image (then closed), a dict or list as
+    JSON (or YAML by its name), a str as text."""
+    from matplotlib.figure import Figure
 
-    def __init__(self, run_id: str | None, echo: bool = True) -> None:
+    from ablab.figures import close
+
+    for name, item in items.items():
+        if isinstance(item, Figure):
+            mlflow.log_figure(item, name)
+            close(item)
+        elif isinstance(item, dict | list):
+            mlflow.log_dict(item, name)
+        else:
+            mlflow.log_text(str(item), name)
+
+
+def log_model(net, input_example) -> None:
+    """A network as an MLflow model of the active run (with its signature, from the example)."""
+    import mlflow.pytorch
+    import torch
+
+    mlflow.pytorch.log_model(
+        net, name="model", input_example=input_example,
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+    )  # fmt: skip
+
+
+class EpochLogger(pl.Callback):
+    """Once per epoch: log the epoch's metrics to MLflow (step = epoch) and keep a history.
+    `metrics` are the validation values the family reports (read from Lightning's
+    callback_metrics); the module's `epoch_extras()` adds training losses and the like."""
+
+    def __init__(self, run_id: str | None, metrics: Sequence[str], echo: bool = True) -> None:
         self.run_id = run_id
+        self.metrics = tuple(metrics)
         self.echo = echo
         self.history: list[dict[str, float]] = []
         self._started = 0.0
@@ -143,7 +167,7 @@ class EpochLogger(pl.Callback):
         # Lightning runs the epoch's validation before this hook, so val_* are current.
         metrics = trainer.callback_metrics
         row = {"epoch": trainer.current_epoch}
-        for name in EPOCH_METRICS:
+        for name in self.metrics:
             if name in metrics:
                 row[name] = float(metrics[name])
         row["epoch_seconds"] = time.perf_counter() - self._started

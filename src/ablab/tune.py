@@ -24,8 +24,8 @@ from optuna_integration import PyTorchLightningPruningCallback
 
 from ablab import figures, tracking
 from ablab.config import ConfigError, Params, SearchDimension, TuneParams
+from ablab.families import DivergedError
 from ablab.files import write_atomic
-from ablab.tasks.base import DivergedError
 from ablab.train import train
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)

@@ -5,8 +5,8 @@ from sklearn.metrics import f1_score, precision_recall_fscore_support
 from torch import nn
 from torch.nn import functional as F
 
-from ablab.tasks.base import DivergedError
-from ablab.tasks.classify import ClassificationTask, confusion_matrix, scores_from_confusion
+from ablab.families import DivergedError
+from ablab.families.classify import ClassificationTask, confusion_matrix, scores_from_confusion
 
 
 def test_scores_match_scikit_learn():

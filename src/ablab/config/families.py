@@ -1,0 +1,162 @@
+"""One schema per task family: `task:` picks it, and each names the networks, data kinds and
+metrics that family takes. No torch here: the families in `ablab.families` read these names."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field
+
+from ablab.config.common import DATASETS, Strict
+from ablab.config.data import ExperimentData
+from ablab.config.nets import (
+    AutoencoderParams,
+    CNNParams,
+    MLPParams,
+    RNNParams,
+    Seq2SeqParams,
+    TfidfParams,
+)
+
+# which networks take which kind of input
+ARCH_INPUTS = {
+    "mlp": ("image",), "cnn": ("image",), "rnn": ("text", "series"), "tfidf": ("text",),
+    "seq2seq": ("translation",), "autoencoder": ("image",),
+}  # fmt: skip
+
+
+class EntryBase(Strict):
+    """An experiment as written in params.yaml: its family, network and the defaults it
+    overrides. Subclasses name what their family reports."""
+
+    data: ExperimentData = ExperimentData()
+    train: dict[str, Any] = {}
+
+    inputs: ClassVar[tuple[str, ...]]  # data kinds the family takes
+    test_metrics: ClassVar[tuple[str, ...]]  # metrics.json; suites, report and tune read them
+    epoch_metrics: ClassVar[tuple[str, ...]]  # validation values per epoch (monitor, pruning)
+    reported: ClassVar[tuple[str, ...]]  # what a suite's report tabulates, in order
+    compared: ClassVar[tuple[str, ...]]  # compared with the baseline in the report
+    headline: ClassVar[str]  # a suite's default headline
+
+
+class ClassifyEntry(EntryBase):
+    task: Literal["classify"]
+    model: Annotated[MLPParams | CNNParams | RNNParams | TfidfParams, Field(discriminator="arch")]
+    inputs = ("image", "text")
+    test_metrics = ("test_loss", "test_accuracy", "test_macro_f1")
+    epoch_metrics = ("val_loss", "val_accuracy", "val_macro_f1")
+    reported = ("test_accuracy", "test_macro_f1", "test_loss", "test_minority_recall")
+    compared = ("test_accuracy", "test_macro_f1", "test_minority_recall")
+    headline = "test_accuracy"
+
+
+class RegressEntry(EntryBase):
+    task: Literal["regress"]
+    model: RNNParams
+    inputs = ("series",)
+    test_metrics = ("test_loss", "test_mae", "test_rmse")
+    epoch_metrics = ("val_loss", "val_mae")
+    reported = ("test_mae", "test_rmse", "test_loss")
+    compared = ("test_mae", "test_rmse")
+    headline = "test_mae"
+
+
+class TranslateEntry(EntryBase):
+    task: Literal["translate"]
+    model: Seq2SeqParams
+    inputs = ("translation",)
+    test_metrics = ("test_loss", "test_accuracy", "test_char_accuracy")  # accuracy: exact match
+    epoch_metrics = ("val_loss", "val_accuracy")
+    reported = ("test_accuracy", "test_char_accuracy", "test_loss")
+    compared = ("test_accuracy", "test_char_accuracy")
+    headline = "test_accuracy"
+
+
+class ReconstructEntry(EntryBase):
+    task: Literal["reconstruct"]
+    model: AutoencoderParams
+    inputs = ("image",)
+    test_metrics = ("test_recon_loss", "test_probe_accuracy", "test_code_active_fraction")
+    epoch_metrics = ("val_loss",)
+    reported = (
+        "test_probe_accuracy", "test_recon_loss", "test_noisy_recon_loss",
+        "test_code_active_fraction", "pca_probe_accuracy", "pca_recon_loss",
+    )  # fmt: skip
+    compared = ("test_probe_accuracy", "test_recon_loss", "test_noisy_recon_loss")
+    headline = "test_probe_accuracy"
+
+
+ENTRIES: dict[str, type[EntryBase]] = {
+    "classify": ClassifyEntry,
+    "regress": RegressEntry,
+    "translate": TranslateEntry,
+    "reconstruct": ReconstructEntry,
+}
+ExperimentEntry = Annotated[
+    ClassifyEntry | RegressEntry | TranslateEntry | ReconstructEntry, Field(discriminator="task")
+]
+
+
+def report_metrics(task: str) -> tuple[str, ...]:
+    """The values a suite of this family tabulates, in the report's order."""
+    return ENTRIES[task].reported
+
+
+def check_techniques(exp) -> None:
+    """Refuse what the experiment's family, network or data cannot take (a ValueError says
+    which key and why). `exp` is a resolved Experiment."""
+    entry = ENTRIES[exp.task]
+    kind, num_classes = DATASETS[exp.dataset]
+    reg, aug = exp.train.regularize, exp.train.augment
+    if kind not in entry.inputs:
+        raise ValueError(
+            f"task: {exp.task} takes {' or '.join(entry.inputs)} data; {exp.dataset} is {kind}"
+        )
+    if kind not in ARCH_INPUTS[exp.model.arch]:
+        raise ValueError(
+            f"model.arch: {exp.model.arch} takes {' or '.join(ARCH_INPUTS[exp.model.arch])} "
+            f"data; {exp.dataset} is {kind}"
+        )
+    monitor = exp.train.early_stopping.monitor
+    if monitor not in entry.epoch_metrics:
+        raise ValueError(
+            f"train.early_stopping.monitor: {exp.task} reports {', '.join(entry.epoch_metrics)} "
+            f"per epoch; got {monitor!r}"
+        )
+    if kind != "image" and (aug.enabled or reg.input_noise):
+        raise ValueError(f"train.augment and input_noise need images; {exp.dataset} is {kind}")
+    if exp.task == "reconstruct" and reg.input_noise:
+        raise ValueError(
+            "train.regularize.input_noise would corrupt the autoencoder's target too: use "
+            "model.corruption {kind: gaussian, level: ...} for a denoising autoencoder"
+        )
+    if reg.dropconnect and not _hidden_linear_layers(exp.model):
+        raise ValueError(
+            "train.regularize.dropconnect needs a hidden linear layer; this model has none "
+            "(mlp depth 0, a cnn with an empty head, or a tied autoencoder)"
+        )
+    if exp.task != "classify":
+        classy = {
+            "data.skew": exp.skew is not None,
+            "train.imbalance": exp.train.imbalance != "none",
+            "train.regularize.label_smoothing": bool(reg.label_smoothing),
+            "train.regularize.disturb_label": bool(reg.disturb_label),
+            "train.folds": bool(exp.train.folds),
+        }
+        used = [k for k, on in classy.items() if on]
+        if used:
+            raise ValueError(f"{', '.join(used)}: only for task classify; this is {exp.task}")
+    if exp.skew is not None and max(exp.skew.classes) >= num_classes:
+        raise ValueError(
+            f"data.skew.classes: {exp.dataset} has classes 0..{num_classes - 1}; "
+            f"got {exp.skew.classes}"
+        )
+
+
+def _hidden_linear_layers(model) -> int:
+    if model.arch == "mlp":
+        return model.depth
+    if model.arch == "autoencoder":
+        return 0 if model.tied else 1
+    return len(getattr(model, "head", []))

@@ -1,0 +1,214 @@
+"""Params: the whole file validated, experiments resolved against the defaults, suites and
+tune points expanded; `load(path, overrides)` is the entry point."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import Field, TypeAdapter, ValidationError
+
+from ablab.config.common import DATASETS, ConfigError, Strict, describe, invalid
+from ablab.config.data import DataParams, Skew
+from ablab.config.families import ENTRIES, ExperimentEntry, check_techniques
+from ablab.config.nets import (
+    AutoencoderParams,
+    CNNParams,
+    MLPParams,
+    RNNParams,
+    Seq2SeqParams,
+    TfidfParams,
+)
+from ablab.config.overrides import deep_merge, nest_overrides, parse_override, set_path
+from ablab.config.search import Suite, TuneParams
+from ablab.config.training import TrainParams
+
+ModelParams = Annotated[
+    MLPParams | CNNParams | RNNParams | TfidfParams | Seq2SeqParams | AutoencoderParams,
+    Field(discriminator="arch"),
+]
+_ENTRY = TypeAdapter(ExperimentEntry)
+
+
+class Experiment(Strict):
+    """One fully resolved experiment: what train needs, nothing more."""
+
+    name: str
+    task: str  # its family: classify, regress, translate, reconstruct
+    seed: int
+    dataset: str
+    subset: int | None
+    val_subset: int | None = None
+    skew: Skew | None = None
+    model: ModelParams
+    train: TrainParams
+
+
+class SuiteRun(Strict):
+    suite: str
+    variant: str
+    seed: int
+    experiment: Experiment
+
+
+class Params(Strict):
+    seed: Annotated[int, Field(ge=0, lt=2**32)] = 42
+    data: DataParams = DataParams()
+    train: TrainParams = TrainParams()
+    mlflow_experiment: str = Field("ablab", min_length=1)
+    experiments: dict[str, ExperimentEntry] = {}
+    suites: dict[str, Suite] = {}
+    tune: TuneParams | None = None
+
+    def experiment(self, name: str) -> Experiment:
+        """The experiment `name` with every default filled in."""
+        if name not in self.experiments:
+            raise ConfigError(
+                f"unknown experiment {name!r}; params.yaml defines: {', '.join(self.experiments)}"
+            )
+        return _resolved(self, name, self.experiments[name], self.seed, f"experiments.{name}")
+
+    def _resolve(self, name: str, entry, seed: int) -> Experiment:
+        merged = deep_merge(self.train.model_dump(), entry.train)
+        train = TrainParams.model_validate(merged)
+        exp = Experiment(
+            name=name,
+            task=entry.task,
+            seed=seed,
+            dataset=entry.data.dataset or self.data.dataset,
+            subset=_first(entry.data.subset, self.data.subset),
+            val_subset=_first(entry.data.val_subset, self.data.val_subset),
+            skew=_first(entry.data.skew, self.data.skew),
+            model=entry.model,
+            train=train,
+        )
+        check_techniques(exp)
+        return exp
+
+    def suite_runs(self, suite_name: str) -> list[SuiteRun]:
+        """Every (variant, seed) of a suite as a resolved experiment, variants in order."""
+        if suite_name not in self.suites:
+            raise ConfigError(
+                f"unknown suite {suite_name!r}; params.yaml defines: {', '.join(self.suites)}"
+            )
+        suite = self.suites[suite_name]
+        if suite.experiment not in self.experiments:
+            raise ConfigError(
+                f"suites.{suite_name}.experiment: unknown experiment {suite.experiment!r}; "
+                f"params.yaml defines: {', '.join(self.experiments)}"
+            )
+        task = self.experiments[suite.experiment].task
+        compared = ENTRIES[task].compared
+        if suite.headline is not None and suite.headline not in compared:
+            raise invalid("params.yaml", [
+                f"suites.{suite_name}.headline: got {suite.headline!r}; a {task} suite compares "
+                + ", ".join(repr(m) for m in compared)
+            ])  # fmt: skip
+        base = deep_merge(
+            self.experiments[suite.experiment].model_dump(exclude_unset=True),
+            nest_overrides(suite.common),
+        )
+        runs = []
+        for variant, overrides in suite.variant_overrides().items():
+            where = f"suites.{suite_name}.variants.{variant}"
+            changes = nest_overrides(overrides)
+            tree = deep_merge(base, changes)
+            arch = changes.get("model", {}).get("arch")
+            if arch is not None and arch != base["model"]["arch"]:
+                tree["model"] = changes["model"]  # another network: its defaults, not the base's
+            entry = _entry(tree, where)
+            for seed in suite.seeds:
+                exp = _resolved(self, suite.experiment, entry, seed, where)
+                runs.append(SuiteRun(suite=suite_name, variant=variant, seed=seed, experiment=exp))
+        return runs
+
+    def suite_headline(self, suite_name: str) -> str:
+        """The suite's headline metric: as given, else its family's."""
+        suite = self.suites[suite_name]
+        return suite.headline or ENTRIES[self.experiments[suite.experiment].task].headline
+
+    def tuned_experiment(self, values: dict[str, Any], seed: int | None = None) -> Experiment:
+        """The tune section's experiment with `common` and one point of the space applied."""
+        tune = self.tune
+        if tune.experiment not in self.experiments:
+            raise ConfigError(
+                f"tune.experiment: unknown experiment {tune.experiment!r}; params.yaml "
+                f"defines: {', '.join(self.experiments)}"
+            )
+        base = self.experiments[tune.experiment].model_dump(exclude_unset=True)
+        tree = deep_merge(deep_merge(base, nest_overrides(tune.common)), nest_overrides(values))
+        entry = _entry(tree, "tune")
+        if tune.metric not in entry.epoch_metrics:
+            raise invalid("params.yaml", [
+                f"tune.metric: got {tune.metric!r}; a {entry.task} experiment reports "
+                + ", ".join(repr(m) for m in entry.epoch_metrics) + " per epoch"
+            ])  # fmt: skip
+        return _resolved(self, tune.experiment, entry, self.seed if seed is None else seed, "tune")
+
+    def datasets(self) -> list[str]:
+        """Every dataset some experiment or suite uses, in a stable order."""
+        used = {self.experiment(name).dataset for name in self.experiments}
+        for suite in self.suites:
+            used |= {run.experiment.dataset for run in self.suite_runs(suite)}
+        if self.tune is not None:
+            used.add(self.experiment(self.tune.experiment).dataset)
+        return [d for d in DATASETS if d in used]
+
+
+def _entry(tree: dict, where: str):
+    try:
+        return _ENTRY.validate_python(tree)
+    except ValidationError as exc:
+        raise invalid("params.yaml", [describe(e, where) for e in exc.errors()]) from None
+
+
+def _resolved(params: Params, name: str, entry, seed: int, where: str) -> Experiment:
+    """params._resolve with its errors named by where the entry lives in params.yaml."""
+    try:
+        return params._resolve(name, entry, seed)
+    except ValidationError as exc:
+        # the merged train section failed: the key lives in this entry's train overrides
+        lines = [describe(e, f"{where}.train") for e in exc.errors()]
+        raise invalid("params.yaml", lines) from None
+    except ValueError as exc:
+        raise invalid("params.yaml", [f"{where}: {exc}"]) from None
+
+
+def _first(override: Any, default: Any) -> Any:
+    return override if override is not None else default
+
+
+def validate(tree: dict, source: str = "params.yaml") -> Params:
+    """Validate a params tree; every experiment is resolved so bad overrides fail here too."""
+    try:
+        params = Params.model_validate(tree)
+    except ValidationError as exc:
+        raise invalid(source, [describe(e) for e in exc.errors()]) from None
+    try:
+        for name in params.experiments:
+            params.experiment(name)
+        for name in params.suites:
+            params.suite_runs(name)
+        if params.tune is not None:  # an unknown hyperparameter name fails here, named
+            params.tuned_experiment({k: d.lowest() for k, d in params.tune.space.items()})
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("params.yaml", source, 1)) from None
+    return params
+
+
+def load(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
+    """Read, override and validate params; ConfigError names the file, key and allowed values."""
+    path = Path(path)
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    for item in overrides or []:
+        key, value = parse_override(item)
+        set_path(tree, key, value)
+    return validate(tree, str(path))

@@ -1,0 +1,146 @@
+"""The model section: one schema per network, told apart by `arch`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from ablab.config.common import Activation, Init, NonNegative, Probability, Strict, Widths
+
+
+class MLPParams(Strict):
+    arch: Literal["mlp"]
+    depth: Annotated[int, Field(ge=0, le=64)] = 2
+    width: Annotated[int, Field(ge=1, le=65536)] = 256
+    activation: Activation = "relu"
+    init: Init = "default"
+    dropout: Probability = 0.0
+    batch_norm: bool = False
+
+
+class CNNParams(Strict):
+    arch: Literal["cnn"]
+    channels: Annotated[list[Annotated[int, Field(ge=1, le=4096)]], Field(min_length=1)] = [32, 64]
+    kernel_size: Annotated[int, Field(ge=1, le=15)] = 3
+    stride: Annotated[int, Field(ge=1, le=4)] = 1
+    padding: Literal["same", "valid"] = "same"
+    pool: Literal["max", "avg", "none"] = "max"
+    batch_norm: bool = False
+    dropout: Probability = 0.0  # after each conv block
+    head: Widths = [128]  # hidden widths of the classifier
+    head_dropout: Probability = 0.0
+    activation: Activation = "relu"
+    init: Init = "default"
+
+    @model_validator(mode="after")
+    def _same_needs_stride_one(self) -> CNNParams:
+        if self.padding == "same" and self.stride != 1:
+            raise ValueError("padding 'same' needs stride 1 (use padding 'valid' with stride > 1)")
+        return self
+
+
+class RNNParams(Strict):
+    """Embedding -> recurrent layers -> pooling over time -> dense head."""
+
+    arch: Literal["rnn"]
+    cell: Literal["rnn", "lstm", "gru"] = "lstm"  # rnn: Elman, tanh
+    embedding_dim: Annotated[int, Field(ge=1, le=4096)] = 64
+    hidden_size: Annotated[int, Field(ge=1, le=4096)] = 64
+    layers: Annotated[int, Field(ge=1, le=8)] = 1
+    bidirectional: bool = False
+    dropout: Probability = 0.0  # between recurrent layers (needs layers >= 2)
+    pooling: Literal["last", "mean", "max", "attention"] = "last"
+    head: Widths = []  # hidden widths after pooling
+    head_dropout: Probability = 0.0
+    activation: Activation = "relu"  # of the head
+
+    @model_validator(mode="after")
+    def _dropout_needs_layers(self) -> RNNParams:
+        if self.dropout and self.layers < 2:
+            raise ValueError("dropout acts between recurrent layers: it needs layers >= 2")
+        return self
+
+
+class TfidfParams(Strict):
+    """The linear baseline: TF-IDF of word n-grams -> logistic regression (scikit-learn)."""
+
+    arch: Literal["tfidf"]
+    ngram_max: Annotated[int, Field(ge=1, le=3)] = 2
+    min_df: Annotated[int, Field(ge=1)] = 2
+    C: Annotated[float, Field(gt=0.0)] = 1.0  # inverse regularization strength
+
+
+class Seq2SeqParams(Strict):
+    """Encoder LSTM -> decoder LSTM, with or without additive attention."""
+
+    arch: Literal["seq2seq"]
+    embedding_dim: Annotated[int, Field(ge=1, le=4096)] = 32
+    hidden_size: Annotated[int, Field(ge=1, le=4096)] = 64
+    attention: bool = True
+
+
+class Corruption(Strict):
+    """How a denoising autoencoder corrupts its training input (the loss is against the clean
+    input): Gaussian noise of std `level`, clipped to [0, 1]; masking noise zeroing a `level`
+    fraction of pixels without rescaling (Vincent et al. 2010); or dropout right after the
+    input, which zeroes the same fraction and rescales the rest by 1/(1 - level)."""
+
+    kind: Literal["none", "gaussian", "masking", "dropout"] = "none"
+    level: Annotated[float, Field(ge=0.0, le=2.0)] = 0.0
+
+    @model_validator(mode="after")
+    def _level_fits_kind(self) -> Corruption:
+        if self.kind in ("masking", "dropout") and not 0.0 < self.level < 1.0:
+            raise ValueError(f"level is the fraction corrupted by {self.kind}: 0 < level < 1")
+        if self.kind == "gaussian" and self.level <= 0.0:
+            raise ValueError("level is the noise std for gaussian: it must be > 0")
+        return self
+
+
+class Sparsity(Strict):
+    """A penalty on the code's activity: `l1` adds weight * mean |code|; `kl` adds weight * the
+    KL divergence of each unit's mean activation from `target` (needs a sigmoid code)."""
+
+    kind: Literal["none", "l1", "kl"] = "none"
+    weight: NonNegative = 1e-3
+    target: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.05  # kl: the wanted mean activation
+
+
+class AutoencoderParams(Strict):
+    """Encoder -> code -> decoder -> sigmoid image. `encoder: mlp` stacks `hidden` dense layers
+    (mirrored in the decoder); `conv` stacks conv + max-pool blocks of `channels` and decodes by
+    transposed convolutions or by upsampling + conv. Both end in a dense code of `code_size`."""
+
+    arch: Literal["autoencoder"]
+    encoder: Literal["mlp", "conv"] = "mlp"
+    hidden: Widths = [256]  # mlp: encoder widths, input side first
+    channels: Annotated[list[Annotated[int, Field(ge=1, le=4096)]], Field(min_length=1)] = [
+        16,
+        32,
+    ]  # conv: encoder channels
+    decoder: Literal["transposed", "upsample"] = "transposed"  # conv only
+    code_size: Annotated[int, Field(ge=1, le=65536)] = 32
+    code_activation: Literal["linear", "relu", "sigmoid"] = "linear"
+    activation: Activation = "relu"
+    tied: bool = False  # mlp: each decoder layer uses its encoder layer's weights transposed
+    corruption: Corruption = Corruption()
+    sparsity: Sparsity = Sparsity()
+    loss: Literal["mse", "bce"] = "mse"  # per pixel; test_recon_loss is always the MSE
+    pretrain_epochs: Annotated[int, Field(ge=0, le=1000)] = 0  # mlp: greedy, per layer
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AutoencoderParams:
+        if self.tied and self.encoder != "mlp":
+            raise ValueError(
+                "tied needs encoder 'mlp': a conv encoder's pooling has no transpose to tie "
+                "(set tied: false, or encoder: mlp)"
+            )
+        if self.pretrain_epochs and self.encoder != "mlp":
+            raise ValueError("pretrain_epochs (greedy layer-wise pretraining) needs encoder 'mlp'")
+        if self.sparsity.kind == "kl" and self.code_activation != "sigmoid":
+            raise ValueError(
+                "sparsity kind 'kl' compares mean activations in (0, 1) with the target: it "
+                f"needs code_activation 'sigmoid'; got {self.code_activation!r}"
+            )
+        return self

@@ -1,0 +1,114 @@
+"""Suites (a baseline and variants over seeds) and the tune section (an Optuna study)."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+
+from ablab.config.common import Strict
+
+
+class Suite(Strict):
+    """An ablation: one experiment, a baseline and variants (or a grid), repeated over seeds."""
+
+    experiment: str
+    seeds: Annotated[list[Annotated[int, Field(ge=0, lt=2**32)]], Field(min_length=1)] = [0]
+    common: dict[str, Any] = {}  # overrides every variant shares (model/data/train keys)
+    variants: dict[str, dict[str, Any]] = {}  # name -> overrides, dotted keys allowed
+    grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}  # dotted key -> values
+    baseline: str | None = None  # the variant the others are compared with
+    # the metric the report leads with and compares first; None: the family's own headline
+    headline: str | None = None
+
+    @model_validator(mode="after")
+    def _variants_or_grid(self) -> Suite:
+        if bool(self.variants) == bool(self.grid):
+            raise ValueError("give either variants or grid (exactly one)")
+        if self.baseline is not None and self.baseline not in self.variant_overrides():
+            names = ", ".join(self.variant_overrides())
+            raise ValueError(f"baseline {self.baseline!r} is not a variant; variants: {names}")
+        return self
+
+    def variant_overrides(self) -> dict[str, dict[str, Any]]:
+        """Variant name -> its overrides; a grid expands to every combination, in order."""
+        if self.variants:
+            return dict(self.variants)
+        keys = list(self.grid)
+        short = [k.rsplit(".", 1)[-1] for k in keys]
+        labels = short if len(set(short)) == len(short) else keys
+        out: dict[str, dict[str, Any]] = {}
+        for combo in itertools.product(*(self.grid[k] for k in keys)):
+            name = ",".join(f"{label}={value}" for label, value in zip(labels, combo, strict=True))
+            out[name] = dict(zip(keys, combo, strict=True))
+        return out
+
+    def baseline_name(self) -> str:
+        names = list(self.variant_overrides())
+        if self.baseline is not None:
+            return self.baseline
+        return "baseline" if "baseline" in names else names[0]
+
+
+class SearchDimension(Strict):
+    """One hyperparameter's range: float (log optional), int (log optional) or categorical."""
+
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SearchDimension:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("categorical needs a non-empty choices list")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.type} needs low and high")
+        if self.low > self.high:
+            raise ValueError(f"low {self.low} > high {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log scale needs low > 0; got {self.low}")
+        return self
+
+    def lowest(self) -> Any:
+        if self.type == "categorical":
+            return self.choices[0]
+        return int(self.low) if self.type == "int" else self.low
+
+
+class Registry(Strict):
+    name: str = Field("ablab-tuned", min_length=1)  # the registered model's name
+    alias: str = Field("champion", min_length=1)
+
+
+class TuneParams(Strict):
+    """An Optuna study over one experiment; every trial trains through `train`."""
+
+    experiment: str
+    space: dict[str, SearchDimension] = Field(min_length=1)  # dotted key -> range
+    common: dict[str, Any] = {}  # overrides every trial shares (e.g. a subset, fewer epochs)
+    metric: Literal["val_loss", "val_accuracy", "val_macro_f1", "val_mae"] = "val_accuracy"
+    direction: Literal["minimize", "maximize"] = "maximize"
+    n_trials: Annotated[int, Field(ge=1)] | None = 20
+    timeout: Annotated[float, Field(gt=0)] | None = None  # seconds, for the whole study
+    sampler: Literal["tpe", "random", "grid", "cmaes"] = "tpe"
+    pruner: Literal["median", "hyperband", "successive_halving", "none"] = "median"
+    storage: str | None = None  # SQLAlchemy URL; None: sqlite in mlruns/optuna.db
+    study_name: str = Field("ablab", min_length=1)
+    seed: Annotated[int, Field(ge=0, lt=2**32)] = 0
+    heartbeat_seconds: Annotated[int, Field(ge=1)] = 10  # a dead worker's trial fails after 2x
+    max_retry: Annotated[int, Field(ge=0)] = 2  # re-runs of a trial whose worker died
+    registry: Registry = Registry()
+
+    @model_validator(mode="after")
+    def _stops_somewhere(self) -> TuneParams:
+        if self.n_trials is None and self.timeout is None:
+            raise ValueError("set n_trials or timeout (or both)")
+        if self.sampler == "grid" and any(d.type != "categorical" for d in self.space.values()):
+            raise ValueError("the grid sampler needs categorical dimensions only")
+        return self

@@ -1,0 +1,92 @@
+"""The train section: epochs, optimizer, schedule, early stopping and every technique."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from ablab.config.common import NonNegative, Optimizer, Positive, Probability, Strict
+
+
+class EarlyStopping(Strict):
+    enabled: bool = True
+    # which values a family reports per epoch is the family's: checked when an experiment resolves
+    monitor: Literal["val_loss", "val_accuracy", "val_macro_f1", "val_mae"] = "val_loss"
+    patience: Annotated[int, Field(ge=1)] = 3
+    min_delta: Annotated[float, Field(ge=0.0)] = 0.0
+
+
+class Schedule(Strict):
+    """Learning-rate schedule, stepped once per epoch."""
+
+    name: Literal["none", "step", "exponential", "cosine", "plateau"] = "none"
+    step_size: Annotated[int, Field(ge=1)] = 5  # step: epochs between decays
+    gamma: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5  # step, exponential, plateau factor
+    patience: Annotated[int, Field(ge=0)] = 2  # plateau: epochs without val_loss improvement
+    warmup_epochs: Annotated[int, Field(ge=0)] = 0  # linear warm-up from lr/10 before the rest
+
+    @model_validator(mode="after")
+    def _plateau_has_no_warmup(self) -> Schedule:
+        if self.name == "plateau" and self.warmup_epochs:
+            raise ValueError("warmup_epochs must be 0 with the plateau schedule")
+        return self
+
+
+class Regularize(Strict):
+    """Techniques that change the loss, the network or the update; all off by default."""
+
+    l1: NonNegative = 0.0  # l1 * sum|w| added to the loss (weights of linear and conv layers)
+    l2: NonNegative = 0.0  # l2 * sum w^2 added to the loss (same weights)
+    label_smoothing: Probability = 0.0
+    disturb_label: Probability = 0.0  # DisturbLabel's alpha: a label is redrawn with this prob
+    dropconnect: Probability = 0.0  # drop probability of hidden linear layers' weights
+    input_noise: NonNegative = 0.0  # std of Gaussian noise added to the (normalised) input
+    hidden_noise: NonNegative = 0.0  # std of Gaussian noise added after hidden activations
+    max_norm: Positive | None = None  # cap on the L2 norm of each unit's incoming weights
+    grad_clip: Positive | None = None  # clip the global gradient norm to this
+
+
+class Augment(Strict):
+    """Random image transformations of training batches (each example its own draw)."""
+
+    shift: Annotated[int, Field(ge=0, le=8)] = 0  # up to this many pixels in x and y
+    hflip: bool = False  # mirror left-right with probability 0.5
+    rotation: Annotated[float, Field(ge=0.0, le=180.0)] = 0.0  # up to +/- this many degrees
+    erasing: Probability = 0.0  # probability of blanking a random rectangle
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.shift or self.hflip or self.rotation or self.erasing)
+
+
+class TrainParams(Strict):
+    max_epochs: Annotated[int, Field(ge=1, le=1000)] = 10
+    batch_size: Annotated[int, Field(ge=1, le=65536)] = 128
+    optimizer: Optimizer = "adam"
+    lr: Annotated[float, Field(gt=0.0, le=10.0)] = 1e-3
+    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9  # for momentum, nesterov, rmsprop
+    weight_decay: NonNegative = 0.0  # in the optimizer: decoupled for adamw, coupled otherwise
+    schedule: Schedule = Schedule()
+    early_stopping: EarlyStopping = EarlyStopping()
+    regularize: Regularize = Regularize()
+    augment: Augment = Augment()
+    # how training treats unequal classes: reweight the loss, the sampler, or resample the set
+    imbalance: Literal[
+        "none", "weighted_loss", "weighted_sampling", "oversample", "undersample"
+    ] = "none"
+    regression_loss: Literal["mse", "mae"] = "mse"  # series forecasting
+    folds: Annotated[int, Field(ge=0, le=20)] = 0  # k >= 2: k-fold cross-validation
+    # the weights tested: the best validation epoch's (checkpointing is then itself a form of
+    # early stopping) or the last epoch's
+    test_checkpoint: Literal["best", "last"] = "best"
+
+    @field_validator("folds")
+    @classmethod
+    def _folds_are_off_or_several(cls, folds: int) -> int:
+        if folds == 1:
+            raise ValueError("must be 0 (a plain validation split) or at least 2")
+        return folds
+
+    threads: Annotated[int, Field(ge=1, le=256)] = 2
+    log_model: bool = True  # the trained model as an MLflow artifact

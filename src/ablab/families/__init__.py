@@ -1,0 +1,22 @@
+"""The task families: one module each, and this registry (`task:` in params.yaml -> family).
+Adding a family costs its module, its schema in `ablab.config.families` and one line here."""
+
+from __future__ import annotations
+
+from ablab.families.base import DivergedError, Family, Fit
+from ablab.families.classify import Classify
+from ablab.families.reconstruct import Reconstruct
+from ablab.families.regress import Regress
+from ablab.families.translate import Translate
+
+FAMILIES: dict[str, Family] = {
+    f.name: f for f in (Classify(), Regress(), Translate(), Reconstruct())
+}
+
+
+def family(name: str) -> Family:
+    """The family registered as `name` (config has already refused an unknown one)."""
+    return FAMILIES[name]
+
+
+__all__ = ["FAMILIES", "DivergedError", "Family", "Fit", "family"]

@@ -1,0 +1,217 @@
+"""What every family shares: the `Family` contract that `train` talks to, the `Fit` it is
+handed, and the `Task` LightningModule base (evaluation hooks around `_reset_eval` /
+`_eval_step` / `_eval_end`, training losses summed per epoch rather than `self.log` per step,
+~0.5 ms a call here, and the optimizer and schedule from the hyperparameters)."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+
+from ablab.config import ENTRIES, ConfigError, Experiment
+from ablab.models import count_parameters
+from ablab.optim import make_optimizer, make_scheduler
+
+
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def as_logged(value: float | torch.Tensor) -> float:
+    """A value as Lightning's `self.log` keeps it (a float32 tensor), read back as a float."""
+    return float(torch.as_tensor(value, dtype=torch.float32))
+
+
+class Task(pl.LightningModule):
+    """Subclasses save hyperparameters optimizer, lr, weight_decay, momentum, schedule and
+    max_epochs, and implement `_reset_eval`, `_eval_step(batch)` and `_eval_end(prefix)`;
+    `publish` logs a split's values and keeps the test split's in `test_results`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._train_sums = [0.0, 0.0, 0]  # loss * n, objective * n, n
+        self.test_results: dict[str, float] = {}
+
+    def publish(self, prefix: str, values: dict[str, float | torch.Tensor]) -> None:
+        """Log `<prefix>_<name>` for every value (callbacks read them: early stopping,
+        checkpointing, pruning); the test split's are kept as `test_results` too."""
+        for name, value in values.items():
+            self.log(f"{prefix}_{name}", value)
+            if prefix == "test":
+                self.test_results[f"test_{name}"] = as_logged(value)
+
+    def record_train(self, loss: float, objective: float, n: int) -> None:
+        """One step's losses; raises DivergedError when the objective is not finite."""
+        if not math.isfinite(objective):
+            raise DivergedError(f"training loss is {objective} at step {self.global_step}")
+        self._train_sums[0] += loss * n
+        self._train_sums[1] += objective * n
+        self._train_sums[2] += n
+
+    def epoch_extras(self) -> dict[str, float]:
+        """The epoch's mean train_loss and train_objective (read by the epoch logger); resets."""
+        loss, objective, n = self._train_sums
+        self._train_sums = [0.0, 0.0, 0]
+        return {"train_loss": loss / n, "train_objective": objective / n} if n else {}
+
+    def on_validation_epoch_start(self) -> None:
+        self._reset_eval()
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_end("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._reset_eval()
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_end("test")
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        optimizer = make_optimizer(
+            self.parameters(), hp.optimizer, hp.lr, hp.weight_decay, hp.momentum
+        )
+        scheduler = make_scheduler(
+            optimizer, max_epochs=hp.max_epochs, **(hp.schedule or {"name": "none"})
+        )
+        if scheduler is None:
+            return optimizer
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "monitor": "val_loss"},
+        }
+
+
+def optimizer_hparams(exp: Experiment) -> dict[str, Any]:
+    """The optimizer and schedule arguments every Task takes, from the experiment."""
+    hp = exp.train
+    return {
+        "optimizer": hp.optimizer, "lr": hp.lr, "weight_decay": hp.weight_decay,
+        "momentum": hp.momentum, "schedule": hp.schedule.model_dump(),
+        "max_epochs": hp.max_epochs,
+    }  # fmt: skip
+
+
+@dataclass
+class Fit:
+    """What a family's `run` is handed: the experiment's trainer (epoch logging, checkpoints,
+    early stopping, pruning) and a way to make plain trainers for extra phases."""
+
+    trainer: pl.Trainer
+    test_checkpoint: str = "best"  # best | last
+    fast_dev_run: bool | int = False
+
+    def fit(self, module: pl.LightningModule, data: pl.LightningDataModule) -> None:
+        self.trainer.fit(module, datamodule=data)
+
+    def test(self, module: pl.LightningModule, data: pl.LightningDataModule) -> None:
+        best = self.test_checkpoint == "best" and not self.fast_dev_run
+        self.trainer.test(module, datamodule=data, ckpt_path="best" if best else None,
+                          verbose=False)  # fmt: skip
+
+    def plain_trainer(self, max_epochs: int) -> pl.Trainer:
+        """A deterministic trainer with no callbacks, logging or checkpoints: for phases
+        such as greedy layer-wise pretraining that are not the run's own epochs."""
+        return pl.Trainer(
+            max_epochs=max_epochs, accelerator="cpu", devices=1, deterministic=True,
+            logger=False, enable_progress_bar=False, enable_model_summary=False,
+            enable_checkpointing=False, num_sanity_val_steps=0, fast_dev_run=self.fast_dev_run,
+        )  # fmt: skip
+
+
+class Family(ABC):
+    """A task family: its data, networks, LightningModule, metrics and pictures. `train`
+    talks to this contract only. Metric names come from the family's schema in config."""
+
+    name: ClassVar[str]  # `task:` in params.yaml, tag ablab.family
+
+    @property
+    def schema(self):
+        return ENTRIES[self.name]
+
+    @property
+    def test_metrics(self) -> tuple[str, ...]:
+        return self.schema.test_metrics
+
+    @property
+    def epoch_metrics(self) -> tuple[str, ...]:
+        return self.schema.epoch_metrics
+
+    @abstractmethod
+    def data(
+        self, exp: Experiment, processed_dir: Path, fold: tuple[int, int] | None = None
+    ) -> pl.LightningDataModule:
+        """The experiment's data module (not set up)."""
+
+    @abstractmethod
+    def module(self, exp: Experiment, data: pl.LightningDataModule) -> Any:
+        """The networks, built through `ablab.models`, wrapped for training."""
+
+    def run(self, fit: Fit, module: Any, data: pl.LightningDataModule) -> None:
+        """Fit, then test; families with other phases (pretraining, no fit) override it."""
+        fit.fit(module, data)
+        fit.test(module, data)
+
+    def test_results(self, exp: Experiment, module: Any, data) -> dict[str, float]:
+        """The test metrics, in `test_metrics` order."""
+        return {k: module.test_results[k] for k in self.test_metrics}
+
+    def params(self, exp: Experiment, module: Any, data) -> dict[str, Any]:
+        """What the MLflow run records as params, before training."""
+        logged = exp.model_dump(exclude={"name"})
+        logged["data"] = {k: data.meta[k] for k in ("val_fraction", "train_size", "val_size")}
+        logged["data"]["data_hash"] = data.meta["data_hash"]
+        logged["parameters"] = count_parameters(module)
+        return logged
+
+    def fitted_params(self, exp: Experiment, module: Any, data) -> dict[str, Any]:
+        """Params only known after training (e.g. a vectorizer's vocabulary size)."""
+        return {}
+
+    def summary(self, exp: Experiment, module: Any, data) -> dict[str, float]:
+        """Values beside the test metrics, in metrics.json and MLflow."""
+        return {}
+
+    def details(self, exp: Experiment, module: Any, data) -> dict[str, float]:
+        """MLflow-only metrics (e.g. per-class scores): too many for metrics.json."""
+        return {}
+
+    def artifacts(self, exp: Experiment, module: Any, data, title: str) -> dict[str, object]:
+        """Files for the run: name -> matplotlib Figure, dict/list (JSON) or str (text).
+        Returned, never logged here: families do not import MLflow."""
+        return {}
+
+    def loggable_model(self, exp: Experiment, module: Any, data) -> tuple[nn.Module, Any] | None:
+        """(network in eval mode, input example) to log as an MLflow model, or None."""
+        return None
+
+
+def network_regularizers(net: nn.Module, exp: Experiment) -> nn.Module:
+    """The network-side techniques of train.regularize put in place: DropConnect on hidden
+    linear layers, Gaussian noise after activations."""
+    from ablab import regularize
+
+    reg = exp.train.regularize
+    if reg.dropconnect:
+        regularize.add_dropconnect(net, reg.dropconnect)
+    if reg.hidden_noise:
+        regularize.add_hidden_noise(net, reg.hidden_noise)
+    return net
+
+
+def build_error(exp: Experiment, exc: ValueError) -> ConfigError:
+    """A network that cannot be built from these sizes: the params' fault, named."""
+    return ConfigError(f"params.yaml: experiments.{exp.name}.model: {exc}")

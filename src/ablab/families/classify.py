@@ -1,0 +1,348 @@
+"""Family `classify`: images or token sequences -> classes. Cross-entropy with the loss-side
+regularizers (label smoothing, class weights, DisturbLabel, L1/L2 penalties, max-norm),
+accuracy, macro-F1, per-class metrics and a confusion matrix at test time; the TF-IDF +
+logistic-regression baseline is the same family without a network."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ablab import regularize
+from ablab.config import Experiment
+from ablab.data.datamodules import ImageDataModule, TextDataModule
+from ablab.families.base import (
+    Family,
+    Fit,
+    Task,
+    build_error,
+    network_regularizers,
+    optimizer_hparams,
+)
+from ablab.figures import Figure, plt
+from ablab.models import build
+
+
+def confusion_matrix(preds: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """counts[i, j] = examples of true class i predicted as j."""
+    flat = target * num_classes + preds
+    return torch.bincount(flat, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def scores_from_confusion(cm: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Accuracy, per-class precision/recall/F1 and macro-F1; 0 where a ratio is undefined."""
+    cm = cm.double()
+    tp = cm.diag()
+    predicted, actual = cm.sum(0), cm.sum(1)
+    precision = torch.where(predicted > 0, tp / predicted.clamp(min=1), 0.0)
+    recall = torch.where(actual > 0, tp / actual.clamp(min=1), 0.0)
+    denom = precision + recall
+    f1 = torch.where(denom > 0, 2 * precision * recall / denom.clamp(min=1e-12), 0.0)
+    return {
+        "accuracy": tp.sum() / cm.sum().clamp(min=1),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "macro_f1": f1.mean(),
+    }
+
+
+class ClassificationTask(Task):
+    def __init__(
+        self,
+        net: nn.Module,
+        num_classes: int,
+        optimizer: str = "adam",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        momentum: float = 0.9,
+        schedule: dict | None = None,
+        max_epochs: int = 1,
+        label_smoothing: float = 0.0,
+        l1: float = 0.0,
+        l2: float = 0.0,
+        disturb_label: float = 0.0,
+        max_norm: float | None = None,
+        class_weights: torch.Tensor | None = None,
+        track_grad_norms: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net", "class_weights"])
+        self.net = net
+        self.num_classes = num_classes
+        self.register_buffer("class_weights", class_weights, persistent=False)
+        self._grad_sums: dict[str, float] = {}
+        self._grad_steps = 0
+        self._reset_eval()
+        self.test_confusion: torch.Tensor | None = None
+
+    def _reset_eval(self) -> None:
+        self._loss_sum = 0.0
+        self._count = 0
+        self._confusion = torch.zeros(self.num_classes, self.num_classes, dtype=torch.long)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.net(*inputs)
+
+    def objective(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """What training minimises: the (smoothed, weighted) cross-entropy plus the penalties."""
+        hp = self.hparams
+        loss = F.cross_entropy(
+            logits, y, weight=self.class_weights, label_smoothing=hp.label_smoothing
+        )
+        if hp.l1 or hp.l2:
+            loss = loss + regularize.penalty(self.net, hp.l1, hp.l2)
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        *inputs, y = batch  # (x, y), or (tokens, lengths, y) for sequences
+        logits = self(*inputs)
+        targets = regularize.disturb_labels(y, self.hparams.disturb_label, self.num_classes)
+        objective = self.objective(logits, targets)
+        # train_loss is the plain cross-entropy on the true labels, comparable with val_loss
+        # whatever the regularizers add to the objective
+        hp = self.hparams
+        plain = not (hp.label_smoothing or hp.l1 or hp.l2 or hp.disturb_label) and (
+            self.class_weights is None
+        )
+        value = objective.item()
+        loss = value if plain else F.cross_entropy(logits.detach(), y).item()
+        self.record_train(loss, value, len(y))
+        return objective
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.hparams.max_norm is not None:
+            regularize.apply_max_norm(self.net, self.hparams.max_norm)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # per-layer gradient norms (weight matrices only), summed here and averaged per epoch
+        if not self.hparams.track_grad_norms:
+            return
+        with torch.no_grad():
+            for name, p in self.net.named_parameters():
+                if p.grad is not None and p.dim() > 1:
+                    norm = torch.linalg.vector_norm(p.grad).item()
+                    self._grad_sums[name] = self._grad_sums.get(name, 0.0) + norm
+        self._grad_steps += 1
+
+    def epoch_extras(self) -> dict[str, float]:
+        """The training losses, and grad_norm/<parameter>: the epoch's mean gradient norm."""
+        extras = super().epoch_extras()
+        steps = max(self._grad_steps, 1)
+        extras.update({f"grad_norm/{k}": v / steps for k, v in self._grad_sums.items()})
+        self._grad_sums, self._grad_steps = {}, 0
+        return extras
+
+    def _eval_step(self, batch) -> None:
+        *inputs, y = batch
+        logits = self(*inputs)
+        self._loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        self._count += len(y)
+        self._confusion += confusion_matrix(logits.argmax(1), y, self.num_classes)
+
+    def _eval_end(self, prefix: str) -> torch.Tensor:
+        scores = scores_from_confusion(self._confusion)
+        self.publish(prefix, {
+            "loss": self._loss_sum / max(self._count, 1),
+            "accuracy": scores["accuracy"].float(),
+            "macro_f1": scores["macro_f1"].float(),
+        })  # fmt: skip
+        confusion = self._confusion.clone()
+        self._reset_eval()
+        return confusion
+
+    def on_test_epoch_end(self) -> None:
+        self.test_confusion = self._eval_end("test")
+
+
+class TfidfBaseline:
+    """TF-IDF of word n-grams (the networks' tokenizer) -> logistic regression: the linear
+    text baseline, trained and tested in one call, no epochs."""
+
+    def __init__(self, ngram_max: int, min_df: int, C: float, balanced: bool) -> None:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+
+        from ablab.data.text import tokenize
+
+        self.vectorizer = TfidfVectorizer(
+            tokenizer=tokenize, lowercase=False, token_pattern=None, sublinear_tf=True,
+            ngram_range=(1, ngram_max), min_df=min_df,
+        )  # fmt: skip
+        self.model = LogisticRegression(
+            C=C, max_iter=2000, class_weight="balanced" if balanced else None
+        )
+        self.test_results: dict[str, float] = {}
+        self.test_confusion: torch.Tensor | None = None
+        self.seconds = 0.0
+
+    def fit_and_test(self, data: TextDataModule) -> None:
+        from sklearn.metrics import log_loss
+
+        started = time.perf_counter()
+        x_train = self.vectorizer.fit_transform(data.texts("train"))
+        self.model.fit(x_train, data.train_labels.numpy())
+        self.seconds = time.perf_counter() - started
+        y_test = data.tensors["test"].tensors[-1]
+        probs = self.model.predict_proba(self.vectorizer.transform(data.texts("test")))
+        classes = range(len(data.classes))
+        self.test_confusion = confusion_matrix(
+            torch.from_numpy(probs.argmax(1)), y_test, len(data.classes)
+        )
+        scores = scores_from_confusion(self.test_confusion)
+        self.test_results = {
+            "test_loss": float(log_loss(y_test.numpy(), probs, labels=classes)),
+            "test_accuracy": float(scores["accuracy"]),
+            "test_macro_f1": float(scores["macro_f1"]),
+        }
+
+    @property
+    def size(self) -> int:
+        return int(self.model.coef_.size + self.model.intercept_.size)
+
+
+class Classify(Family):
+    name = "classify"
+
+    def data(self, exp: Experiment, processed_dir: Path, fold=None):
+        module = TextDataModule if exp.model.arch in ("rnn", "tfidf") else ImageDataModule
+        return module.from_experiment(exp, processed_dir, fold)
+
+    def module(self, exp: Experiment, data) -> ClassificationTask | TfidfBaseline:
+        hp, reg, m = exp.train, exp.train.regularize, exp.model
+        if m.arch == "tfidf":
+            return TfidfBaseline(m.ngram_max, m.min_df, m.C, hp.imbalance == "weighted_loss")
+        vocab = data.meta.get("vocab_size")
+        try:
+            net = build(m, data.input_shape, len(data.classes), vocab)
+        except ValueError as exc:
+            raise build_error(exp, exc) from None
+        network_regularizers(net, exp)
+        weights = None
+        if hp.imbalance == "weighted_loss":
+            weights = regularize.class_weights(data.train_labels, len(data.classes))
+        return ClassificationTask(
+            net, len(data.classes), **optimizer_hparams(exp),
+            label_smoothing=reg.label_smoothing, l1=reg.l1, l2=reg.l2,
+            disturb_label=reg.disturb_label, max_norm=reg.max_norm, class_weights=weights,
+            track_grad_norms=m.arch == "rnn",
+        )  # fmt: skip
+
+    def run(self, fit: Fit, module, data) -> None:
+        if isinstance(module, TfidfBaseline):
+            module.fit_and_test(data)
+        else:
+            super().run(fit, module, data)
+
+    def params(self, exp: Experiment, module, data) -> dict:
+        if isinstance(module, TfidfBaseline):
+            sizes = {"train_size": data.meta["train_size"]}
+            return {**exp.model_dump(exclude={"name"}), "data": sizes}
+        return super().params(exp, module, data)
+
+    def fitted_params(self, exp: Experiment, module, data) -> dict:
+        if isinstance(module, TfidfBaseline):
+            return {"features": len(module.vectorizer.vocabulary_)}
+        return {}
+
+    def summary(self, exp: Experiment, module, data) -> dict[str, float]:
+        out: dict[str, float] = {}
+        if exp.skew is not None:
+            recall = scores_from_confusion(module.test_confusion)["recall"]
+            out["test_minority_recall"] = float(recall[exp.skew.classes].mean())
+        if isinstance(module, TfidfBaseline):
+            out.update(best_epoch=0, epochs_trained=0, seconds_per_epoch=module.seconds,
+                       parameters=module.size)  # fmt: skip
+        return out
+
+    def details(self, exp: Experiment, module, data) -> dict[str, float]:
+        scores = scores_from_confusion(module.test_confusion)
+        return {
+            f"test_{kind}_{slug(cls)}": float(scores[kind][i])
+            for i, cls in enumerate(data.classes)
+            for kind in ("precision", "recall", "f1")
+        }
+
+    def artifacts(self, exp: Experiment, module, data, title: str) -> dict[str, object]:
+        out: dict[str, object] = {
+            "confusion_matrix.png": confusion_figure(
+                module.test_confusion.numpy(), data.classes, f"{title}: test confusion"
+            ),
+            "per_class_metrics.json": self.details(exp, module, data),
+        }
+        if isinstance(data, TextDataModule) and not isinstance(module, TfidfBaseline):
+            out["vocab.json"] = data.vocab
+            if getattr(module.net, "attention", None) is not None:
+                out["attention.png"] = _attention(module.net, data, title)
+        return out
+
+    def loggable_model(self, exp: Experiment, module, data):
+        if isinstance(module, TfidfBaseline) or isinstance(data, TextDataModule):
+            return None  # text models are not exported yet (packed sequences)
+        return module.net.eval(), data.tensors["test"].tensors[0][:2].numpy()
+
+
+def slug(text: str) -> str:
+    """A class name as a metric-name fragment: 'T-shirt/top' -> 't_shirt_top'."""
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+
+
+def _attention(net, data: TextDataModule, title: str, count: int = 6) -> Figure:
+    """A heat map of the attention weights over the tokens of test examples, two per class."""
+    labels = data.tensors["test"].tensors[2]
+    per_class = max(count // len(data.classes), 1)
+    picks = torch.cat([torch.nonzero(labels == c).flatten()[:per_class]
+                       for c in range(len(data.classes))])  # fmt: skip
+    tokens, lengths, labels = (t[picks] for t in data.tensors["test"].tensors)
+    net.eval()
+    with torch.no_grad():
+        preds = net(tokens, lengths).argmax(1)
+    weights = net.last_attention
+    rows = []
+    for i in range(len(tokens)):
+        words = [data.vocab[t] for t in tokens[i, : lengths[i]].tolist()]
+        label = f"true {data.classes[labels[i]]}, predicted {data.classes[preds[i]]}"
+        rows.append((words, weights[i, : lengths[i]].tolist(), label))
+    return attention_figure(rows, f"{title}: attention over test tweets")
+
+
+def confusion_figure(cm: np.ndarray, classes: Sequence[str], title: str) -> Figure:
+    """Row-normalised confusion matrix with counts in the cells."""
+    cm = np.asarray(cm)
+    rates = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    size = max(4.0, 0.55 * len(classes) + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            colour = "white" if rates[i, j] > 0.5 else "black"
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7, color=colour)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="fraction of true class")
+    fig.tight_layout()
+    return fig
+
+
+def attention_figure(rows: Sequence[tuple[list[str], list[float], str]], title: str) -> Figure:
+    """One strip per example: its tokens, shaded by attention weight, with a caption."""
+    width = max(len(words) for words, _, _ in rows)
+    fig, axes = plt.subplots(len(rows), 1, figsize=(min(0.7 * width + 1, 24), 1.1 * len(rows)))
+    for ax, (words, weights, caption) in zip(np.atleast_1d(axes), rows, strict=True):
+        ax.imshow([weights], cmap="Reds", aspect="auto", vmin=0, vmax=max(weights))
+        ax.set_xticks(range(len(words)), words, rotation=40, ha="right", fontsize=7)
+        ax.set_yticks([])
+        ax.set_title(caption, fontsize=8, loc="left")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

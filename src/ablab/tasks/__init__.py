@@ -1,1 +1,0 @@
-"""LightningModules: the training logic around a network built elsewhere."""

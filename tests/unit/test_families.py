@@ -1,0 +1,75 @@
+"""The family contract: every registered family runs on tiny data through the one `train`, its
+test metrics reach metrics.json and MLflow, and the artifacts it returns are real files. And
+`train.py` stays free of family and architecture names."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from ablab import tracking
+from ablab.config import ENTRIES, load
+from ablab.families import FAMILIES
+from ablab.train import run_experiment
+from tests.unit.test_experiments import prepare
+
+# one tiny experiment per family: (dataset, model)
+TINY = {
+    "classify": ("digits", {"arch": "cnn", "channels": [4], "head": [8]}),
+    "regress": ("sunspots", {"arch": "rnn", "cell": "gru", "hidden_size": 4}),
+    "translate": ("dates", {"arch": "seq2seq", "embedding_dim": 4, "hidden_size": 8}),
+    "reconstruct": ("digits", {"arch": "autoencoder", "hidden": [16], "code_size": 4,
+                               "corruption": {"kind": "masking", "level": 0.3}}),
+}  # fmt: skip
+
+
+def test_every_registered_family_has_a_tiny_case_and_a_schema():
+    assert set(FAMILIES) == set(TINY) == set(ENTRIES)
+    for name, fam in FAMILIES.items():
+        assert fam.name == name
+        schema = ENTRIES[name]
+        assert set(schema.compared) <= set(schema.reported)
+        assert schema.headline in schema.compared
+        assert "val_loss" in fam.epoch_metrics  # every family checkpoints on it by default
+
+
+@pytest.mark.parametrize("task", list(TINY))
+def test_family_runs_end_to_end_and_returns_real_artifacts(task, tmp_path):
+    dataset, model = TINY[task]
+    tree = {
+        "seed": 3, "mlflow_experiment": "contract",
+        "train": {"max_epochs": 1, "threads": 1, "log_model": False},
+        "experiments": {"tiny": {"task": task, "model": model, "data": {"dataset": dataset}}},
+    }  # fmt: skip
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tree))
+    params = load(tmp_path / "params.yaml")
+    prepare(tmp_path, dataset)
+    summary = run_experiment(params, "tiny", tmp_path, fast_dev_run=2)
+    fam = FAMILIES[task]
+    written = json.loads((tmp_path / "results" / "tiny" / "metrics.json").read_text())
+    for key in fam.test_metrics:
+        assert key in written and written[key] == summary[key], key
+    curves = (tmp_path / "results" / "tiny" / "curves.csv").read_text().splitlines()
+    assert curves[0].split(",")[3 : 3 + len(fam.epoch_metrics)] == list(fam.epoch_metrics)
+    client = MlflowClient(tracking.tracking_uri(tmp_path))
+    experiment = client.get_experiment_by_name("contract")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["ablab.family"] == task
+    assert all(k in run.data.metrics for k in fam.test_metrics)
+    folder = Path(client.download_artifacts(run.info.run_id, "", str(tmp_path / "dl")))
+    files = {p.name: p.stat().st_size for p in folder.rglob("*") if p.is_file()}
+    assert "params.yaml" in files and len(files) >= 2, files
+    assert all(size > 0 for size in files.values()), files
+
+
+def test_train_names_no_family_and_no_architecture():
+    source = (Path(__file__).parents[2] / "src" / "ablab" / "train.py").read_text()
+    code = re.sub(r'""".*?"""|#[^\n]*', "", source, flags=re.S)  # docstrings and comments
+    names = [*FAMILIES, "mlp", "cnn", "rnn", "tfidf", "seq2seq", "autoencoder", "arch"]
+    names += ["ImageDataModule", "TextDataModule", "SeriesDataModule", "TranslationDataModule"]
+    found = [n for n in names if re.search(rf"\b{n}\b", code)]
+    assert not found, f"train.py switches on {found}"
