@@ -218,7 +218,8 @@ AE = "experiments.ae={task: reconstruct, model: {arch: autoencoder, hidden: [8],
         # every experiment says its family
         (
             ["experiments.x={model: {arch: mlp}}"],
-            "experiments.x.task: missing; allowed: 'classify', 'reconstruct', 'regress', 'translate'",
+            "experiments.x.task: missing; allowed: 'classify', 'reconstruct', 'regress', "
+            "'translate'",
         ),
         (["experiments.mlp.task=generate"], "experiments.mlp.task: got 'generate'; allowed:"),
         # a key the family does not take is an unknown key, named

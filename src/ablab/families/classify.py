@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ablab import regularize
-from ablab.config import Experiment
+from ablab.config import DATASETS, Experiment
 from ablab.data.datamodules import ImageDataModule, TextDataModule
 from ablab.families.base import (
     Family,
@@ -212,8 +212,10 @@ class Classify(Family):
     name = "classify"
 
     def data(self, exp: Experiment, processed_dir: Path, fold=None):
-        module = TextDataModule if exp.model.arch in ("rnn", "tfidf") else ImageDataModule
-        return module.from_experiment(exp, processed_dir, fold)
+        text = DATASETS[exp.dataset][0] == "text"
+        return (TextDataModule if text else ImageDataModule).from_experiment(
+            exp, processed_dir, fold
+        )
 
     def module(self, exp: Experiment, data) -> ClassificationTask | TfidfBaseline:
         hp, reg, m = exp.train, exp.train.regularize, exp.model
