@@ -15,6 +15,7 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
+from ablab import regularize
 from ablab.config import ENTRIES, ConfigError, Experiment
 from ablab.models import count_parameters
 from ablab.optim import make_optimizer, make_scheduler
@@ -202,8 +203,6 @@ class Family(ABC):
 def network_regularizers(net: nn.Module, exp: Experiment) -> nn.Module:
     """The network-side techniques of train.regularize put in place: DropConnect on hidden
     linear layers, Gaussian noise after activations."""
-    from ablab import regularize
-
     reg = exp.train.regularize
     if reg.dropconnect:
         regularize.add_dropconnect(net, reg.dropconnect)
