@@ -87,13 +87,17 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_suite(args: argparse.Namespace) -> None:
     params = load(args.params, args.set)
+    if args.full:
+        params = params.full_size()
     names = args.suites or list(params.suites)
     for name in names:
         params.suite_runs(name)  # every name checked before any training starts
-    from ablab.suite import run_suite, variant_means
+    from ablab.suite import run_suite, suites_dir, variant_means
 
+    recipe = "full" if args.full else "default"
     for name in names:
-        report = run_suite(params, name, _root())
+        report = run_suite(params, name, _root(), results_dir=suites_dir(_root(), recipe),
+                           recipe=recipe)  # fmt: skip
         for variant, means in variant_means(report).items():
             shown = ", ".join(f"{k} {v:.4f}" for k, v in means.items() if k != "diverged")
             print(f"{name}/{variant}: {shown or 'all seeds diverged'}")
@@ -103,8 +107,10 @@ def cmd_report(args: argparse.Namespace) -> None:
     from ablab.report import run_report
 
     params = load(args.params, args.set)
-    tables = run_report(params, _root())
-    print(f"report: {len(tables)} suites -> results/report/README.md (and an MLflow run 'report')")
+    recipe = "full" if args.full else "default"
+    tables = run_report(params, _root(), recipe)
+    where = "results/full/report" if args.full else "results/report"
+    print(f"report: {len(tables)} suites -> {where}/README.md (and an MLflow run)")
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
@@ -160,10 +166,12 @@ def parser() -> argparse.ArgumentParser:
     add("train", cmd_train, "train experiments (all if none named)").add_argument(
         "experiments", nargs="*"
     )
-    add("suite", cmd_suite, "run ablation suites (all if none named)").add_argument(
-        "suites", nargs="*"
-    )
-    add("report", cmd_report, "tables and plots of every suite -> results/report/")
+    suite_parser = add("suite", cmd_suite, "run ablation suites (all if none named)")
+    suite_parser.add_argument("suites", nargs="*")
+    full_help = "the suites' full-size recipes (results/full/)"
+    suite_parser.add_argument("--full", action="store_true", help=full_help)
+    report_parser = add("report", cmd_report, "tables and plots of every suite -> results/report/")
+    report_parser.add_argument("--full", action="store_true", help=full_help)
     tune_parser = add("tune", cmd_tune, "run the Optuna study of the tune section")
     tune_parser.add_argument("--workers", type=int, default=1, help="worker processes")
     tune_parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

@@ -1,5 +1,7 @@
 """Comparison tables and plots from the suites' results: per variant the mean and spread over
-seeds, and the difference to the baseline with a 95% confidence interval and Welch's t-test."""
+seeds and its difference to the baseline, with both kinds of uncertainty (`ablab.stats`):
+across seeds (paired t, Holm, d_z, the detectable difference) and across test examples
+(McNemar, paired bootstrap), and a verdict per variant."""
 
 from __future__ import annotations
 
@@ -8,16 +10,15 @@ import math
 import re
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
-from scipy import stats
+from mlflow.tracking import MlflowClient
 
-from ablab import figures, tracking
-from ablab.config import ConfigError, Params
+from ablab import figures, stats, tracking
+from ablab.config import ConfigError, Params, lower_is_better
 
 # how the tables name metrics; any other is shown as its name less the "test_" prefix
 SHORT = {
@@ -38,37 +39,115 @@ def short(metric: str) -> str:
     return SHORT.get(metric, metric.removeprefix("test_").replace("_", " "))
 
 
-def compare(baseline: list[float], other: list[float]) -> tuple[float, float, float, float]:
-    """(mean difference other - baseline, 95% CI low, high, Welch p); NaN where undefined
-    (fewer than two values on a side, or no spread on either)."""
-    a, b = np.asarray(other, float), np.asarray(baseline, float)
-    if len(a) == 0 or len(b) == 0:
-        return (math.nan,) * 4
-    diff = float(a.mean() - b.mean())
-    if len(a) < 2 or len(b) < 2 or (a.std() == 0 and b.std() == 0):
-        return diff, math.nan, math.nan, math.nan
-    with warnings.catch_warnings():  # nearly equal samples: scipy warns, the numbers stand
-        warnings.simplefilter("ignore", RuntimeWarning)
-        result = stats.ttest_ind(a, b, equal_var=False)
-        ci = result.confidence_interval(0.95)
-    return diff, float(ci.low), float(ci.high), float(result.pvalue)
+def _seed_values(runs: list[dict], variant: str, key: str) -> dict[int, float]:
+    return {
+        r["seed"]: r["summary"][key]
+        for r in runs
+        if r["variant"] == variant and r["status"] == "finished"
+        and r["summary"].get(key) is not None
+    }  # fmt: skip
 
 
-def suite_table(report: dict) -> pd.DataFrame:
-    """One row per variant, in the suite's order, baseline first."""
+class _TestSet:
+    """The suite's test predictions (predictions.npz) and one shared set of bootstrap
+    resamples, with every run's resampled metric computed once."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], report: dict) -> None:
+        self.arrays = arrays
+        self.target = arrays["target"]
+        self.k = int(self.target.max()) + 1
+        self.minority = report.get("minority_classes") or None
+        self.resamples = stats.Resamples(len(self.target), count=BOOTSTRAP, seed=0)
+        self._cache: dict[tuple[str, str], np.ndarray] = {}
+
+    def has(self, run: str) -> bool:
+        return run in self.arrays
+
+    def observed(self, metric: str, run: str) -> float:
+        return stats.metric_value(metric, self.target, self.arrays[run], self.k, self.minority)
+
+    def resampled(self, metric: str, run: str) -> np.ndarray:
+        if (metric, run) not in self._cache:
+            self._cache[metric, run] = self.resamples.metric(
+                metric, self.target, self.arrays[run], self.k, self.minority
+            )
+        return self._cache[metric, run]
+
+    def correct(self, run: str) -> np.ndarray:
+        return self.arrays[run] == self.target
+
+
+BOOTSTRAP = 1000  # resamples of the test set per suite
+
+
+def _test_level(test: _TestSet, metric: str, variant: str, baseline: str, seeds: list[int]):
+    """(bootstrap CI of the seed-averaged difference, McNemar (b, c, p) pooled over seeds or
+    None where the metric is not an accuracy) on the seeds both runs have predictions for."""
+    pairs = [(f"{variant}/seed{s}", f"{baseline}/seed{s}") for s in seeds]
+    pairs = [(v, b) for v, b in pairs if test.has(v) and test.has(b)]
+    if not pairs:
+        return None, None
+    observed = float(np.mean([test.observed(metric, v) - test.observed(metric, b)
+                              for v, b in pairs]))  # fmt: skip
+    ci = stats.bootstrap_diff([test.resampled(metric, v) for v, _ in pairs],
+                              [test.resampled(metric, b) for _, b in pairs], observed)  # fmt: skip
+    if metric != "accuracy":
+        return ci, None
+    mc = stats.mcnemar(np.stack([test.correct(v) for v, _ in pairs]),
+                       np.stack([test.correct(b) for _, b in pairs]))  # fmt: skip
+    return ci, mc
+
+
+def _compare(table: pd.DataFrame, report: dict, key: str, test: _TestSet | None) -> None:
+    """Fill the comparison columns of metric `key` for every variant but the baseline."""
+    runs, baseline = report["runs"], report["baseline"]
+    others = [v for v in table.index if v != baseline]
+    base = _seed_values(runs, baseline, key)
+    higher = not lower_is_better(key)
+    how = report.get("per_example", {}).get(key)
+    results = {}
+    for variant in others:
+        paired = stats.paired_seeds(base, _seed_values(runs, variant, key))
+        ci, mc = (None, None)
+        if test is not None and how is not None and paired.n:
+            seeds = sorted(set(base) & set(_seed_values(runs, variant, key)))
+            ci, mc = _test_level(test, how, variant, baseline, seeds)
+        results[variant] = (paired, ci, mc)
+    p_holm = dict(zip(others, stats.holm([results[v][0].p for v in others]), strict=True))
+    mc_p = [results[v][2][2] if results[v][2] else math.nan for v in others]
+    mc_holm = dict(zip(others, stats.holm(mc_p), strict=True))
+    alpha = stats.ALPHA / max(sum(math.isfinite(results[v][0].p) for v in others), 1)
+    for variant in others:
+        paired, ci, mc = results[variant]
+        mde = stats.detectable(paired.sd, paired.n, alpha)
+        cells = {
+            f"delta_{key}": paired.diff, f"delta_{key}_low": paired.low,
+            f"delta_{key}_high": paired.high, f"p_{key}": paired.p,
+            f"p_holm_{key}": p_holm[variant], f"d_z_{key}": paired.d_z,
+            f"pairs_{key}": paired.n, f"detectable_{key}": mde,
+            f"test_delta_{key}": ci.diff if ci else math.nan,
+            f"test_delta_{key}_low": ci.low if ci else math.nan,
+            f"test_delta_{key}_high": ci.high if ci else math.nan,
+            f"mcnemar_b_{key}": mc[0] if mc else math.nan,
+            f"mcnemar_c_{key}": mc[1] if mc else math.nan,
+            f"mcnemar_p_{key}": mc[2] if mc else math.nan,
+            f"mcnemar_p_holm_{key}": mc_holm[variant],
+            f"verdict_{key}": stats.verdict(
+                paired, p_holm[variant], ci, mc_holm[variant],
+                report.get("smallest_effect", 0.01), higher, mde,
+            ) if paired.n else "no pairs",
+        }  # fmt: skip
+        for column, value in cells.items():
+            table.loc[variant, column] = value
+
+
+def suite_table(report: dict, predictions: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+    """One row per variant, in the suite's order, baseline first: mean and std over seeds of
+    every metric, and for each compared one the comparison with the baseline (`_compare`)."""
     runs = report["runs"]
     baseline = report["baseline"]
     order = [baseline] + [v for v in report["variants"] if v != baseline]
     present = [m for m in report["metrics"] if any(r["summary"].get(m) is not None for r in runs)]
-
-    def values(variant: str, key: str) -> list[float]:
-        return [
-            r["summary"][key]
-            for r in runs
-            if r["variant"] == variant and r["status"] == "finished"
-            and r["summary"].get(key) is not None
-        ]  # fmt: skip
-
     rows = []
     for variant in order:
         mine = [r for r in runs if r["variant"] == variant]
@@ -81,17 +160,58 @@ def suite_table(report: dict) -> pd.DataFrame:
             "diverged": len(mine) - len(finished),
         }
         for key in (*present, "train_val_gap", "best_epoch", "seconds_per_epoch"):
-            v = values(variant, key)
+            v = list(_seed_values(runs, variant, key).values())
             row[f"{key}_mean"] = float(np.mean(v)) if v else math.nan
             row[f"{key}_std"] = float(np.std(v, ddof=1)) if len(v) > 1 else math.nan
-        params = values(variant, "parameters")
+        params = list(_seed_values(runs, variant, "parameters").values())
         row["parameters"] = int(params[0]) if params else None
-        for key in (k for k in report["compared"] if k in present):
-            diff, low, high, p = compare(values(baseline, key), values(variant, key))
-            row[f"delta_{key}"], row[f"delta_{key}_low"] = diff, low
-            row[f"delta_{key}_high"], row[f"p_{key}"] = high, p
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows).set_index("variant", drop=False)
+    test = _TestSet(predictions, report) if predictions and "target" in predictions else None
+    for key in (k for k in report["compared"] if k in present):
+        _compare(table, report, key, test)
+    return table.reset_index(drop=True)
+
+
+def power_line(table: pd.DataFrame, report: dict) -> str:
+    """What the suite can resolve, from its observed spreads: across seeds, the difference
+    in the headline a paired t-test at its seed count detects with 80% probability (at
+    Holm's strictest and loosest level); across test examples, the bootstrap CIs' half-width."""
+    key = report["headline"]
+    others = table[table["variant"] != report["baseline"]]
+    if f"delta_{key}" not in table or others.empty:
+        return "Power: no comparison."
+    pairs = int(others[f"pairs_{key}"].max())
+    paired_sd = float(np.nanmedian(_paired_sds(report, key))) if pairs > 1 else math.nan
+    k = max(len(others), 1)
+    strict = stats.detectable(paired_sd, pairs, stats.ALPHA / k)
+    loose = stats.detectable(paired_sd, pairs, stats.ALPHA)
+    text = (
+        f"Power: across {pairs} seeds the paired differences in {short(key)} spread by "
+        f"{paired_sd:.2g} (median sd over variants); a true difference of ±{strict:.2g} is "
+        f"detected with 80% probability at Holm's first step (α = 0.05/{k}), ±{loose:.2g} at "
+        "its last (α = 0.05)."
+    )
+    if f"test_delta_{key}_low" in table:
+        half = ((others[f"test_delta_{key}_high"] - others[f"test_delta_{key}_low"]) / 2).dropna()
+        if len(half):
+            text += (
+                f" Across test examples the 95% intervals of the differences are "
+                f"±{float(half.median()):.2g} wide (median)."
+            )
+    return text
+
+
+def _paired_sds(report: dict, key: str) -> list[float]:
+    runs, baseline = report["runs"], report["baseline"]
+    base = _seed_values(runs, baseline, key)
+    out = []
+    for variant in report["variants"]:
+        if variant != baseline:
+            paired = stats.paired_seeds(base, _seed_values(runs, variant, key))
+            if math.isfinite(paired.sd) and paired.n > 1:
+                out.append(paired.sd)
+    return out or [math.nan]
 
 
 def _pm(mean: float, std: float, digits: int = 4) -> str:
@@ -100,13 +220,22 @@ def _pm(mean: float, std: float, digits: int = 4) -> str:
     return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def _delta(row: pd.Series, key: str) -> str:
-    diff, low, high = row[f"delta_{key}"], row[f"delta_{key}_low"], row[f"delta_{key}_high"]
-    if math.isnan(diff):
+def _interval(row: pd.Series, prefix: str, key: str) -> str:
+    diff = row.get(f"{prefix}{key}", math.nan)
+    low, high = row.get(f"{prefix}{key}_low", math.nan), row.get(f"{prefix}{key}_high", math.nan)
+    if diff is None or math.isnan(diff):
         return "—"
     if math.isnan(low):
         return f"{diff:+.4f}"
     return f"{diff:+.4f} [{low:+.4f}, {high:+.4f}]"
+
+
+def _p(value: float) -> str:
+    if value is None or math.isnan(value):
+        return "—"
+    if value < 1e-300:
+        return "<1e-300"  # below what a float holds
+    return f"{value:.2g}" if value < 0.001 else f"{value:.3f}"
 
 
 def markdown(table: pd.DataFrame, report: dict) -> str:
@@ -115,7 +244,9 @@ def markdown(table: pd.DataFrame, report: dict) -> str:
     metrics = [m for m in report["metrics"] if f"{m}_mean" in table]
     head = [
         "variant", "changes", "runs", *(short(m) for m in metrics), "train-val gap",
-        "best epoch", "s/epoch", "params", f"Δ {short(headline)} [95% CI]", "p (Welch)",
+        "best epoch", "s/epoch", "params", f"Δ {short(headline)} across seeds [95% CI]",
+        "p paired t (Holm)", "d_z", "Δ across test examples [95% CI]", "McNemar p (Holm)",
+        "verdict",
     ]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, row in table.iterrows():
@@ -123,11 +254,23 @@ def markdown(table: pd.DataFrame, report: dict) -> str:
         runs = f"{finished}/{row['runs']}" + (
             f" ({row['diverged']} diverged)" if row["diverged"] else ""
         )
-        name = f"**{row['variant']}**" if row["variant"] == report["baseline"] else row["variant"]
+        is_base = row["variant"] == report["baseline"]
+        name = f"**{row['variant']}**" if is_base else row["variant"]
         if finished == 0:
             cells = [name, row["changes"], runs, *(["diverged"] * (len(head) - 3))]
         else:
-            p = row.get(f"p_{headline}", math.nan)
+            compared = [
+                _interval(row, "delta_", headline),
+                f"{_p(row.get(f'p_{headline}', math.nan))} "
+                f"({_p(row.get(f'p_holm_{headline}', math.nan))})",
+                _number(row.get(f"d_z_{headline}", math.nan), "+.1f"),
+                _interval(row, "test_delta_", headline),
+                f"{_p(row.get(f'mcnemar_p_{headline}', math.nan))} "
+                f"({_p(row.get(f'mcnemar_p_holm_{headline}', math.nan))})",
+                f"**{row[f'verdict_{headline}']}**"
+                if str(row.get(f"verdict_{headline}", "")) in ("better", "worse")
+                else str(row.get(f"verdict_{headline}", "—")),
+            ]
             cells = [
                 name,
                 row["changes"],
@@ -137,11 +280,14 @@ def markdown(table: pd.DataFrame, report: dict) -> str:
                 f"{row['best_epoch_mean']:.1f}",
                 f"{row['seconds_per_epoch_mean']:.2f}",
                 f"{int(row['parameters']):,}",
-                "" if row["variant"] == report["baseline"] else _delta(row, headline),
-                "" if row["variant"] == report["baseline"] or math.isnan(p) else f"{p:.3f}",
+                *([""] * len(compared) if is_base else compared),
             ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _number(value: float, spec: str) -> str:
+    return "—" if value is None or math.isnan(value) else format(value, spec)
 
 
 def _mean_curve(report: dict, variant: str, key: str) -> tuple[list[int], list[float]]:
@@ -180,9 +326,20 @@ def _intro(report: dict) -> str:
     common = f" with {report['common']}" if report["common"] else ""
     return (
         f"Experiment `{report['experiment']}`{common}; seeds {report['seeds']}; baseline "
-        f"**{report['baseline']}**. Cells are mean ± std over seeds. Δ is the variant's mean "
-        "minus the baseline's, with Welch's 95% confidence interval and p-value. train-val "
-        "gap: val_loss − train_loss in the tested epoch. best epoch: by the early-stopping monitor."
+        f"**{report['baseline']}**. Cells are mean ± std over seeds. Δ is variant minus "
+        "baseline in the headline, with two kinds of uncertainty. *Across seeds* (training "
+        "randomness): the runs share seeds, so the per-seed differences give a paired t-test, "
+        "its 95% CI, p (Holm-adjusted over the suite's variants in brackets) and the effect "
+        "size d_z = mean / sd of the differences. *Across test examples* (the finite test "
+        "set): both are scored on the same examples, so a paired bootstrap (1,000 resamples "
+        "of the test set, the same for every run) gives the CI of the seed-averaged "
+        "difference, and McNemar's exact test the p of the discordant predictions summed "
+        "over seeds. Verdict: *better*/*worse* when the paired t-test is significant after "
+        "Holm and the test examples agree; *no difference larger than X* when neither is and "
+        f"every interval lies within ±X ≤ {report.get('smallest_effect', 0.01)}; otherwise "
+        "*underpowered*, with the difference the seeds could detect (80% power, Holm's "
+        "first step). train-val gap: val_loss − train_loss in the tested epoch. best "
+        "epoch: by the early-stopping monitor."
     )
 
 
@@ -202,7 +359,7 @@ def build(suite_dirs: list[Path], out: Path) -> dict[str, pd.DataFrame]:
         for folder in suite_dirs:
             report = json.loads((Path(folder) / "runs.json").read_text())
             name = report["suite"]
-            table = suite_table(report)
+            table = suite_table(report, load_predictions(Path(folder)))
             tables[name] = table
             table.to_csv(staging / f"{name}.csv", index=False, float_format="%.6g")
             text = markdown(table, report)
@@ -214,6 +371,8 @@ def build(suite_dirs: list[Path], out: Path) -> dict[str, pd.DataFrame]:
                 _intro(report),
                 "",
                 text,
+                power_line(table, report),
+                "",
                 *(f"![{img}]({img})" for img in images),
                 "",
             ]
@@ -232,6 +391,36 @@ def build(suite_dirs: list[Path], out: Path) -> dict[str, pd.DataFrame]:
     return tables
 
 
+def load_predictions(folder: Path) -> dict[str, np.ndarray] | None:
+    """A suite's predictions.npz (absent for families without per-example predictions)."""
+    path = Path(folder) / "predictions.npz"
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as arrays:
+        return {key: arrays[key] for key in arrays.files}
+
+
+def verdict_tags(client: MlflowClient, table: pd.DataFrame, report: dict) -> None:
+    """The headline's verdicts as MLflow tags: `ablab.verdict.<variant>` on the suite's parent
+    run, and on every run of a variant `ablab.verdict` (better, worse, no difference,
+    underpowered: filter with tags.`ablab.verdict` = 'better') and `ablab.verdict_detail`."""
+    column = f"verdict_{report['headline']}"
+    if column not in table:
+        return
+    parent = report.get("parent_run_id")
+    for _, row in table.iterrows():
+        if row["variant"] == report["baseline"] or not isinstance(row[column], str):
+            continue
+        text = row[column]
+        word = next((w for w in stats.VERDICTS if text.startswith(w)), text)
+        if parent:
+            client.set_tag(parent, f"ablab.verdict.{slug(row['variant'])}", text)
+        for run in report["runs"]:
+            if run["variant"] == row["variant"] and run["run_id"]:
+                client.set_tag(run["run_id"], "ablab.verdict", word)
+                client.set_tag(run["run_id"], "ablab.verdict_detail", text)
+
+
 def report_metrics(tables: dict[str, pd.DataFrame]) -> dict[str, float]:
     """suite/variant/metric_mean for the MLflow report run (finite values only)."""
     metrics = {}
@@ -246,27 +435,38 @@ def report_metrics(tables: dict[str, pd.DataFrame]) -> dict[str, float]:
     return metrics
 
 
-def run_report(params: Params, root: Path) -> dict[str, pd.DataFrame]:
-    """The report stage: build results/report/ from every suite in params, then log it to
+def run_report(params: Params, root: Path, recipe: str = "default") -> dict[str, pd.DataFrame]:
+    """The report stage: build results/report/ (results/full/report/ for the full recipes)
+    from every suite in params, tag the suites' runs with their verdicts, then log it to
     MLflow as one run named `report` (tables and plots as artifacts, means as metrics)."""
+    from ablab.suite import suites_dir
+
     root = Path(root)
     suite_dirs = []
+    full = " --full" if recipe == "full" else ""
+    how = f"`ablab suite NAME{full}`" + ("" if full else " (or `dvc repro`)")
     for name in params.suites:
-        folder = root / "results" / "suites" / name
-        if not (folder / "runs.json").exists():
-            raise ConfigError(
-                f"suite {name!r} has no results in {folder}: run `ablab suite {name}` "
-                "(or `dvc repro`) first"
-            )
-        suite_dirs.append(folder)
-    out = root / "results" / "report"
+        folder = suites_dir(root, recipe) / name
+        if (folder / "runs.json").exists():
+            suite_dirs.append(folder)
+        elif not full:  # the DVC stage reports every suite; --full those that have run
+            raise ConfigError(f"suite {name!r} has no results in {folder}: run {how} first")
+    if not suite_dirs:
+        raise ConfigError(f"no suite has results in {suites_dir(root, recipe)}: run {how} first")
+    out = suites_dir(root, recipe).parent / "report"
     tables = build(suite_dirs, out)
     experiment_id = tracking.use_store(root, params.mlflow_experiment)
-    tags = {"ablab.stage": "report", "ablab.suites": ",".join(params.suites)}
+    tags = {"ablab.stage": "report", "ablab.suites": ",".join(params.suites),
+            "ablab.recipe": recipe}  # fmt: skip
     commit = tracking.git_commit(root)
     if commit:
         tags["mlflow.source.git.commit"] = commit
-    with mlflow.start_run(experiment_id=experiment_id, run_name="report", tags=tags) as run:
+    client = MlflowClient()
+    for folder in suite_dirs:
+        report = json.loads((folder / "runs.json").read_text())
+        verdict_tags(client, tables[report["suite"]], report)
+    run_name = "report" + ("/full" if full else "")
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
         tracking.log_metrics(run.info.run_id, report_metrics(tables))
         mlflow.log_artifacts(str(out))
     return tables

@@ -1,15 +1,21 @@
-"""One ablation suite in one process: every (variant, seed) trained as its own MLflow run, a
-diverging run recorded and skipped, then results/suites/<suite>/ for the report."""
+"""One ablation suite in one process: every (variant, seed) trained as its own MLflow run, the
+child of the suite's parent run; a diverging run recorded and skipped; then
+results/suites/<suite>/ for the report: runs.json, metrics.json and predictions.npz (every
+run's test predictions, for the report's paired test-set comparisons)."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from pathlib import Path
 
 import numpy as np
+from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
 
-from ablab.config import ENTRIES, Params, nest_overrides, report_metrics
+from ablab import tracking
+from ablab.config import ENTRIES, Params, Suite, nest_overrides, report_metrics
 from ablab.families import DivergedError
 from ablab.files import write_atomic
 from ablab.train import train
@@ -22,33 +28,50 @@ def run_suite(
     processed_dir: Path | None = None,
     results_dir: Path | None = None,
     fast_dev_run: bool | int = False,
+    recipe: str = "default",
 ) -> dict:
-    """Train every run of suite `suite_name`; write runs.json and metrics.json; return runs.json's
-    content. Only divergence is caught: any other error stops the suite and writes nothing."""
+    """Train every run of suite `suite_name` under the suite's MLflow parent run; write
+    predictions.npz, metrics.json and runs.json; return runs.json's content. Only divergence
+    is caught: any other error ends the parent run FAILED (KILLED on an interrupt), stops the
+    suite and writes nothing."""
     root = Path(root)
     runs = params.suite_runs(suite_name)  # raises ConfigError naming an unknown suite
     suite = params.suites[suite_name]
     task = params.experiments[suite.experiment].task
-    rows = []
-    for i, run in enumerate(runs, 1):
-        name = f"{suite_name}/{run.variant}/seed{run.seed}"
-        print(f"[{i}/{len(runs)}] {name}", flush=True)
-        row = {"variant": run.variant, "seed": run.seed}
-        try:
-            result = train(
-                run.experiment, root, params.mlflow_experiment, processed_dir, fast_dev_run,
-                suite=suite_name, variant=run.variant, run_name=name,
-            )  # fmt: skip
-        except DivergedError as exc:
-            print(f"  diverged: {exc}; the suite goes on", flush=True)
-            row.update(status="diverged", failure=str(exc), run_id=getattr(exc, "run_id", ""))
-            row.update(summary={}, history=[])
-        else:
-            row.update(status="finished", failure="", run_id=result.run_id)
-            row.update(
-                summary=_finite(result.summary), history=[_finite(h) for h in result.history]
-            )
-        rows.append(row)
+    experiment_id = tracking.use_store(root, params.mlflow_experiment)
+    client = MlflowClient()
+    parent_id = _parent_run(suite_name, suite, experiment_id, root, client, recipe)
+    rows, predictions = [], {}
+    try:
+        for i, run in enumerate(runs, 1):
+            name = f"{suite_name}/{run.variant}/seed{run.seed}"
+            print(f"[{i}/{len(runs)}] {name}", flush=True)
+            row = {"variant": run.variant, "seed": run.seed}
+            try:
+                result = train(
+                    run.experiment, root, params.mlflow_experiment, processed_dir, fast_dev_run,
+                    suite=suite_name, variant=run.variant, run_name=name,
+                    extra_tags={"mlflow.parentRunId": parent_id, "ablab.recipe": recipe},
+                )  # fmt: skip
+            except DivergedError as exc:
+                print(f"  diverged: {exc}; the suite goes on", flush=True)
+                row.update(status="diverged", failure=str(exc), run_id=getattr(exc, "run_id", ""))
+                row.update(summary={}, history=[])
+            else:
+                row.update(status="finished", failure="", run_id=result.run_id)
+                row.update(
+                    summary=_finite(result.summary), history=[_finite(h) for h in result.history]
+                )
+                if result.predictions:
+                    predictions[f"{run.variant}/seed{run.seed}"] = result.predictions
+            rows.append(row)
+    except BaseException as exc:
+        killed = isinstance(exc, KeyboardInterrupt | SystemExit)
+        client.set_terminated(parent_id, RunStatus.to_string(
+            RunStatus.KILLED if killed else RunStatus.FAILED))  # fmt: skip
+        raise
+    client.set_terminated(parent_id)
+    skew = runs[0].experiment.skew
     report = {
         "suite": suite_name,
         "experiment": suite.experiment,
@@ -57,15 +80,60 @@ def run_suite(
         "headline": params.suite_headline(suite_name),
         "metrics": list(report_metrics(task)),  # what the report tabulates, in order
         "compared": list(ENTRIES[task].compared),  # and compares with the baseline
+        "per_example": dict(ENTRIES[task].per_example),  # compared per test example too
+        "minority_classes": list(skew.classes) if skew else [],
+        "smallest_effect": suite.smallest_effect,
+        "parent_run_id": parent_id,
+        "recipe": recipe,
         "seeds": list(suite.seeds),
         "common": _describe(nest_overrides(suite.common)),
         "variants": {n: _describe(o) or "(none)" for n, o in suite.variant_overrides().items()},
         "runs": rows,
     }
-    folder = Path(results_dir or root / "results" / "suites") / suite_name
-    write_atomic(folder / "runs.json", json.dumps(report, indent=1, allow_nan=False) + "\n")
+    folder = Path(results_dir or suites_dir(root)) / suite_name
+    # runs.json last: the report reads it first, so its presence means the rest is written
+    write_atomic(folder / "predictions.npz", predictions_npz(predictions))
     write_atomic(folder / "metrics.json", json.dumps(variant_means(report), indent=2) + "\n")
+    write_atomic(folder / "runs.json", json.dumps(report, indent=1, allow_nan=False) + "\n")
     return report
+
+
+def suites_dir(root: Path, recipe: str = "default") -> Path:
+    """Where suites write: results/suites/ (the DVC stage's), results/full/suites/ (--full)."""
+    return Path(root) / "results" / ("full" if recipe == "full" else "") / "suites"
+
+
+def _parent_run(
+    suite_name: str, suite: Suite, experiment_id: str, root: Path, client: MlflowClient,
+    recipe: str,
+) -> str:  # fmt: skip
+    """The suite's MLflow parent run (its units are children; the report tags it)."""
+    tags = {"ablab.suite": suite_name, "ablab.stage": "suite", "ablab.role": "suite",
+            "ablab.experiment": suite.experiment, "ablab.recipe": recipe}  # fmt: skip
+    commit = tracking.git_commit(root)
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    name = f"suite/{suite_name}" + ("/full" if recipe == "full" else "")
+    run = client.create_run(experiment_id, run_name=name, tags=tags)
+    logged = {"seeds": suite.seeds, "baseline": suite.baseline_name(),
+              "variants": list(suite.variant_overrides()), "common": suite.common}  # fmt: skip
+    tracking.log_params(run.info.run_id, tracking.flatten(logged))
+    return run.info.run_id
+
+
+def predictions_npz(predictions: dict[str, dict[str, np.ndarray]]) -> bytes:
+    """One array per run ("<variant>/seed<n>": its test predictions) and "target" (the test
+    labels, the same for every run)."""
+    arrays: dict[str, np.ndarray] = {}
+    for key, pred in predictions.items():
+        target = np.asarray(pred["target"], dtype=np.int16)
+        if "target" in arrays and not np.array_equal(arrays["target"], target):
+            raise ValueError(f"run {key} was tested on other examples than the suite's first run")
+        arrays["target"] = target
+        arrays[key] = np.asarray(pred["prediction"], dtype=np.int16)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
 
 
 def _finite(values: dict) -> dict:

@@ -56,6 +56,14 @@ class RunResult:
     summary: dict[str, float]
     history: list[dict] = field(default_factory=list)
     params: dict[str, str] = field(default_factory=dict)  # as logged to MLflow
+    # per test example {"target", "prediction"} where the family gives them (paired tests)
+    predictions: dict[str, np.ndarray] | None = None
+
+
+def predictions_csv(predictions: dict[str, np.ndarray]) -> str:
+    """The test predictions as the run's artifact: one line per test example, in test order."""
+    rows = zip(predictions["target"].tolist(), predictions["prediction"].tolist(), strict=True)
+    return "index,target,prediction\n" + "".join(f"{i},{t},{p}\n" for i, (t, p) in enumerate(rows))
 
 
 def _best_row(history: list[dict], monitor: str) -> dict:
@@ -152,11 +160,14 @@ def _fit(
             history, f"{title}: learning curves", others
         )
     artifacts["params.yaml"] = exp.model_dump(mode="json")
+    predictions = fam.predictions(exp, module, data)
+    if predictions:
+        artifacts["test_predictions.csv"] = predictions_csv(predictions)
     tracking.log_artifacts(artifacts)
     model = fam.loggable_model(exp, module, data) if hp.log_model else None
     if model is not None:
         tracking.log_model(*model)
-    return RunResult(run_id, summary, history, params)
+    return RunResult(run_id, summary, history, params, predictions)
 
 
 def train(

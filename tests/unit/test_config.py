@@ -149,9 +149,33 @@ def test_suite_grid_names_variants_and_picks_the_first_as_baseline(tmp_path):
     assert suite.baseline_name() == "dropout=0.0,lr=0.1"
 
 
+def test_full_recipe_replaces_seeds_merges_common_and_adds_variants(tmp_path):
+    path = with_suite(tmp_path, {
+        "experiment": "mlp", "seeds": [1, 2],
+        "common": {"data": {"subset": 100}, "train.max_epochs": 2},
+        "variants": {"baseline": {}, "wide": {"model.width": 64}},
+        "full": {"seeds": [1, 2, 3], "common": {"train": {"max_epochs": 9}},
+                 "variants": {"deep": {"model.depth": 3}}},
+    })  # fmt: skip
+    params = load(path)
+    assert [(r.variant, r.seed) for r in params.suite_runs("s")][-1] == ("wide", 2)
+    full = params.full_size()
+    runs = full.suite_runs("s")
+    assert [r.variant for r in runs] == ["baseline"] * 3 + ["wide"] * 3 + ["deep"] * 3
+    deep = runs[-1].experiment
+    assert deep.train.max_epochs == 9 and deep.subset == 100 and deep.model.depth == 3
+    assert params.suites["s"].seeds == [1, 2]  # the default suite is unchanged
+
+
 @pytest.mark.parametrize(
     "suite, expected",
     [
+        ({"experiment": "mlp", "variants": {"a": {}},
+          "full": {"variants": {"b": {"model.widht": 3}}}},
+         "suites.s.variants.b.model.widht: unknown key"),
+        ({"experiment": "mlp", "grid": {"model.depth": [1, 2]},
+          "full": {"variants": {"b": {}}}},
+         "a grid suite's full recipe changes seeds and common"),
         ({"experiment": "resnet", "variants": {"a": {}}},
          "suites.s.experiment: unknown experiment 'resnet'"),
         ({"experiment": "mlp", "variants": {"a": {"train.regularize.dropkonnect": 0.5}}},
@@ -251,6 +275,12 @@ AE = "experiments.ae={task: reconstruct, model: {arch: autoencoder, hidden: [8],
         (
             [AE, "experiments.ae.train.regularize.label_smoothing=0.1"],
             "label_smoothing: only for task classify; this is reconstruct",
+        ),
+        ([AE, "experiments.ae.data.label_noise=0.2"], "data.label_noise: only for task classify"),
+        (["experiments.mlp.data.label_noise=1.0"], "label_noise: Input should be less than 1"),
+        (
+            ["suites={s: {experiment: mlp, smallest_effect: 0, variants: {a: {}}}}"],
+            "suites.s.smallest_effect: Input should be greater than 0",
         ),
         (
             [AE, "experiments.ae.train.early_stopping.monitor=val_accuracy"],

@@ -29,6 +29,16 @@ def test_mlp_parameter_count_matches_hand_count():
     assert count_parameters(net) == (784 * 256 + 256) + (256 * 256 + 256) + (256 * 10 + 10)
 
 
+def test_input_dropout_drops_pixels_and_leaves_other_layouts_alone():
+    plain = build(MLPParams(arch="mlp", depth=1, width=8), (1, 4, 4), 3)
+    assert not any(isinstance(m, nn.Dropout) for m in plain)  # same keys as before
+    net = build(MLPParams(arch="mlp", depth=1, width=8, input_dropout=0.5), (1, 4, 4), 3)
+    assert isinstance(net[1], nn.Dropout) and net[1].p == 0.5
+    net.train()
+    dropped = net[1](torch.ones(1000, 16))
+    assert 0.4 < (dropped == 0).float().mean().item() < 0.6
+
+
 def test_kaiming_init_gives_he_variance():
     net = build(MLPParams(arch="mlp", depth=1, width=2000, init="kaiming"), (1, 50, 50), 10)
     weight = net[1].weight

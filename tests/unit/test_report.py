@@ -1,9 +1,7 @@
-import math
-
+import numpy as np
 import pytest
-from scipy import stats
 
-from ablab.report import compare, markdown, suite_table
+from ablab.report import markdown, power_line, suite_table
 
 
 def fake_report():
@@ -29,18 +27,6 @@ def fake_report():
     }  # fmt: skip
 
 
-def test_compare_is_welchs_test_with_its_confidence_interval():
-    a, b = [0.80, 0.82, 0.81], [0.85, 0.86, 0.88]
-    diff, low, high, p = compare(a, b)
-    result = stats.ttest_ind(b, a, equal_var=False)
-    assert diff == pytest.approx(0.0533333, rel=1e-4)
-    assert p == pytest.approx(result.pvalue)
-    assert (low, high) == pytest.approx(tuple(result.confidence_interval(0.95)))
-    assert low < diff < high
-    assert all(math.isnan(v) for v in compare(a, [0.9])[1:])  # one seed: no interval
-    assert compare([0.5, 0.5], [0.5, 0.5])[0] == 0.0
-
-
 def test_table_puts_the_baseline_first_and_counts_diverged_runs():
     table = suite_table(fake_report()).set_index("variant")
     assert list(table.index) == ["base", "wide", "boom"]
@@ -54,3 +40,56 @@ def test_table_puts_the_baseline_first_and_counts_diverged_runs():
     assert "1/3 (2 diverged)" in boom
     wide = next(x for x in text.splitlines() if x.startswith("| wide"))
     assert "0.8633 ± 0.0153" in wide and "+0.0533 [" in wide
+
+
+def fake_predictions(n=1000):
+    """Per seed, the baseline gets 80% right; `wide` fixes 50 more of its mistakes (+0.05)."""
+    rng = np.random.default_rng(0)
+    target = rng.integers(0, 3, n).astype(np.int16)
+    arrays = {"target": target}
+    for seed in (1, 2, 3):
+        base = np.where(rng.random(n) < 0.8, target, (target + 1) % 3).astype(np.int16)
+        wide = base.copy()
+        fix = np.flatnonzero(base != target)[:50]
+        wide[fix] = target[fix]
+        arrays[f"base/seed{seed}"], arrays[f"wide/seed{seed}"] = base, wide
+    arrays["boom/seed2"] = np.zeros(n, np.int16)
+    return arrays
+
+
+def test_paired_comparisons_test_level_and_verdicts():
+    report = fake_report()
+    report["per_example"] = {"test_accuracy": "accuracy", "test_macro_f1": "macro_f1"}
+    full = suite_table(report, fake_predictions())
+    table = full.set_index("variant", drop=False)
+    wide = table.loc["wide"]
+    # across seeds, paired by hand: differences 0.05, 0.04, 0.07; sd 0.015275; t(0.975, 2)
+    half = 4.302653 * 0.0152753 / 3**0.5
+    assert wide["delta_test_accuracy"] == pytest.approx(0.0533333, rel=1e-4)
+    assert wide["delta_test_accuracy_low"] == pytest.approx(0.0533333 - half, rel=1e-4)
+    assert wide["d_z_test_accuracy"] == pytest.approx(0.0533333 / 0.0152753, rel=1e-4)
+    # boom finished one seed only: no paired test, so Holm adjusts over one hypothesis
+    assert wide["p_holm_test_accuracy"] == pytest.approx(wide["p_test_accuracy"])
+    # across test examples: exactly +0.05 per seed; 150 discordant pairs, all for wide
+    assert wide["test_delta_test_accuracy"] == pytest.approx(0.05)
+    assert wide["test_delta_test_accuracy_low"] > 0.03
+    assert (wide["mcnemar_b_test_accuracy"], wide["mcnemar_c_test_accuracy"]) == (150, 0)
+    assert wide["mcnemar_p_test_accuracy"] < 1e-40
+    assert wide["verdict_test_accuracy"] == "better"
+    # macro-F1 has a bootstrap interval but no McNemar test
+    assert wide["test_delta_test_macro_f1_low"] > 0
+    assert np.isnan(wide["mcnemar_p_test_macro_f1"])
+    assert table.loc["boom", "verdict_test_accuracy"] == "underpowered"
+    text = markdown(full, report)
+    row = next(x for x in text.splitlines() if x.startswith("| wide"))
+    assert "**better**" in row and "+0.0500 [" in row
+    line = power_line(full, report)
+    assert "across 3 seeds" in line and "test examples" in line
+
+
+def test_without_predictions_the_seeds_decide():
+    table = suite_table(fake_report()).set_index("variant")
+    assert np.isnan(table.loc["wide", "test_delta_test_accuracy"])
+    # paired t = 6.05 on 2 degrees of freedom: p = 0.026, the only hypothesis
+    assert table.loc["wide", "p_test_accuracy"] == pytest.approx(0.0262, abs=2e-4)
+    assert table.loc["wide", "verdict_test_accuracy"] == "better"

@@ -61,3 +61,20 @@ def test_val_subset_and_augment_only_touch_training_batches(digits_root):
     batch = data.tensors["val"].tensors[0][:4], data.tensors["val"].tensors[1][:4]
     out = data.on_after_batch_transfer(batch, 0)  # no trainer, or not training: untouched
     assert out[0] is batch[0]
+
+
+def test_label_noise_flips_the_fraction_to_other_classes_in_training_only(digits_root):
+    labels = np.repeat(np.arange(10), 100)
+    noisy = samplers.noisy_labels(labels, 0.4, 10, seed=3)
+    assert (noisy != labels).sum() == 400  # exactly the fraction, never the same class
+    assert np.array_equal(noisy, samplers.noisy_labels(labels, 0.4, 10, seed=3))
+    assert np.bincount(noisy, minlength=10).min() > 50  # spread over the other classes
+    folder = digits_root / "data" / "processed" / "digits"
+    clean = ImageDataModule(folder, 32, seed=1)
+    dirty = ImageDataModule(folder, 32, seed=1, label_noise=0.3)
+    clean.setup()
+    dirty.setup()
+    for split in ("val", "test"):
+        assert torch.equal(clean.tensors[split].tensors[1], dirty.tensors[split].tensors[1])
+    changed = (clean.train_labels != dirty.train_labels).float().mean().item()
+    assert abs(changed - 0.3) < 0.01

@@ -3,6 +3,7 @@
 import copy
 import json
 
+import numpy as np
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -126,3 +127,70 @@ def test_report_tables_plots_and_mlflow_run(suite_root):
     )
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"README.md", "tiny.csv", "tiny.md", "plots"} <= artifacts
+
+
+def test_units_are_children_of_the_suite_run_which_carries_the_verdicts(suite_root):
+    root, report, tables = suite_root
+    client, runs = runs_by_name(root)
+    parent = runs["suite/tiny"]
+    assert parent.info.status == "FINISHED"
+    assert parent.info.run_id == report["parent_run_id"]
+    assert parent.data.tags["ablab.role"] == "suite"
+    unit = runs["tiny/dropconnect/seed1"]
+    assert unit.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    # every compared variant's verdict: a tag on the parent and on each of its runs
+    table = tables["tiny"].set_index("variant")
+    verdict = table.loc["dropconnect", "verdict_test_accuracy"]
+    assert parent.data.tags["ablab.verdict.dropconnect"] == verdict
+    word = next(w for w in ("better", "worse", "no difference", "underpowered")
+                if verdict.startswith(w))  # fmt: skip
+    assert unit.data.tags["ablab.verdict"] == word
+    assert unit.data.tags["ablab.verdict_detail"] == verdict
+
+
+def test_test_predictions_are_saved_per_run_and_compared_per_example(suite_root):
+    root, report, tables = suite_root
+    client, runs = runs_by_name(root)
+    unit = runs["tiny/baseline/seed2"]
+    text = client.download_artifacts(unit.info.run_id, "test_predictions.csv")
+    lines = open(text).read().splitlines()
+    assert lines[0] == "index,target,prediction"
+    with np.load(root / "results" / "suites" / "tiny" / "predictions.npz") as arrays:
+        assert set(arrays.files) == {"target", "baseline/seed1", "baseline/seed2",
+                                     "dropconnect/seed1", "dropconnect/seed2"}  # fmt: skip
+        assert len(lines) - 1 == len(arrays["target"])
+        pred = arrays["baseline/seed2"]
+        # the saved predictions give back the run's own test accuracy
+        accuracy = float((pred == arrays["target"]).mean())
+    assert accuracy == pytest.approx(report["runs"][1]["summary"]["test_accuracy"], abs=1e-6)
+    row = tables["tiny"].set_index("variant").loc["dropconnect"]
+    assert row["mcnemar_b_test_accuracy"] + row["mcnemar_c_test_accuracy"] >= 0
+    assert row["test_delta_test_accuracy_low"] <= row["test_delta_test_accuracy_high"]
+    assert row["test_delta_test_accuracy"] == pytest.approx(row["delta_test_accuracy"], abs=1e-6)
+
+
+def test_full_recipe_is_one_command_into_results_full(suite_root, monkeypatch, capsys):
+    from ablab.cli import main
+
+    root, _, _ = suite_root
+    tree = yaml.safe_load((root / "params.yaml").read_text())
+    tree["suites"]["tiny"]["full"] = {
+        "seeds": [3], "common": {"train.max_epochs": 1},
+        "variants": {"wide": {"model.width": 64}},
+    }  # fmt: skip
+    (root / "full.yaml").write_text(yaml.safe_dump(tree))
+    monkeypatch.setenv("ABLAB_ROOT", str(root))
+    main(["suite", "tiny", "--full", "--params", str(root / "full.yaml")])
+    main(["report", "--full", "--params", str(root / "full.yaml")])
+    full = json.loads((root / "results" / "full" / "suites" / "tiny" / "runs.json").read_text())
+    assert full["recipe"] == "full" and full["seeds"] == [3]
+    assert [r["variant"] for r in full["runs"]] == [
+        "baseline", "dropconnect", "exploding", "kfold", "wide"
+    ]  # fmt: skip
+    assert (root / "results" / "full" / "report" / "tiny.md").exists()
+    # the default suite's results are untouched
+    default = json.loads((root / "results" / "suites" / "tiny" / "runs.json").read_text())
+    assert default["seeds"] == [1, 2] and default["recipe"] == "default"
+    client, runs = runs_by_name(root)
+    assert runs["suite/tiny/full"].data.tags["ablab.recipe"] == "full"
+    assert runs["tiny/wide/seed3"].data.tags["ablab.recipe"] == "full"

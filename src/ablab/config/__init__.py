@@ -4,7 +4,13 @@ resolves experiments. Modules: common (errors, types, datasets), data, training,
 
 from ablab.config.common import DATASETS, ConfigError
 from ablab.config.data import DataParams, ExperimentData, Skew
-from ablab.config.families import ENTRIES, ExperimentEntry, check_techniques, report_metrics
+from ablab.config.families import (
+    ENTRIES,
+    ExperimentEntry,
+    check_techniques,
+    lower_is_better,
+    report_metrics,
+)
 from ablab.config.load import Experiment, ModelParams, Params, SuiteRun, load, validate
 from ablab.config.nets import (
     AutoencoderParams,
@@ -22,6 +28,6 @@ __all__ = [
     "DATASETS", "ENTRIES", "Augment", "AutoencoderParams", "CNNParams", "ConfigError",
     "DataParams", "Experiment", "ExperimentData", "ExperimentEntry", "MLPParams", "ModelParams",
     "Params", "RNNParams", "SearchDimension", "Seq2SeqParams", "Skew", "Suite", "SuiteRun",
-    "TfidfParams", "TrainParams", "TuneParams", "check_techniques", "load", "nest_overrides",
-    "parse_override", "report_metrics", "validate",
+    "TfidfParams", "TrainParams", "TuneParams", "check_techniques", "load", "lower_is_better",
+    "nest_overrides", "parse_override", "report_metrics", "validate",
 ]  # fmt: skip

@@ -48,6 +48,9 @@ class DataParams(Strict):
     subset: Annotated[int, Field(ge=10)] | None = None  # training examples kept (stratified)
     val_subset: Annotated[int, Field(ge=10)] | None = None  # validation examples kept
     skew: Skew | None = None  # training set only; validation and test stay as published
+    # this fraction of the training labels replaced by another class, drawn at random (by
+    # seed); validation and test labels stay clean
+    label_noise: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     text: TextParams = TextParams()
     series: SeriesParams = SeriesParams()
     dates: DatesParams = DatesParams()
@@ -61,3 +64,4 @@ class ExperimentData(Strict):
     subset: Annotated[int, Field(ge=10)] | None = None
     val_subset: Annotated[int, Field(ge=10)] | None = None
     skew: Skew | None = None
+    label_noise: Annotated[float, Field(ge=0.0, lt=1.0)] | None = None

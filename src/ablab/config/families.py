@@ -38,6 +38,9 @@ class EntryBase(Strict):
     reported: ClassVar[tuple[str, ...]]  # what a suite's report tabulates, in order
     compared: ClassVar[tuple[str, ...]]  # compared with the baseline in the report
     headline: ClassVar[str]  # a suite's default headline
+    # compared metrics that the test predictions give per example (metric -> how: see
+    # ablab.stats.METRICS): the report adds McNemar's test and a paired bootstrap for them
+    per_example: ClassVar[dict[str, str]] = {}
 
 
 class ClassifyEntry(EntryBase):
@@ -49,6 +52,11 @@ class ClassifyEntry(EntryBase):
     reported = ("test_accuracy", "test_macro_f1", "test_loss", "test_minority_recall")
     compared = ("test_accuracy", "test_macro_f1", "test_minority_recall")
     headline = "test_accuracy"
+    per_example = {
+        "test_accuracy": "accuracy",
+        "test_macro_f1": "macro_f1",
+        "test_minority_recall": "minority_recall",
+    }
 
 
 class RegressEntry(EntryBase):
@@ -85,6 +93,7 @@ class ReconstructEntry(EntryBase):
     )  # fmt: skip
     compared = ("test_probe_accuracy", "test_recon_loss", "test_noisy_recon_loss")
     headline = "test_probe_accuracy"
+    per_example = {"test_probe_accuracy": "accuracy"}  # the linear probe's predictions
 
 
 ENTRIES: dict[str, type[EntryBase]] = {
@@ -96,6 +105,11 @@ ENTRIES: dict[str, type[EntryBase]] = {
 ExperimentEntry = Annotated[
     ClassifyEntry | RegressEntry | TranslateEntry | ReconstructEntry, Field(discriminator="task")
 ]
+
+
+def lower_is_better(metric: str) -> bool:
+    """Losses and errors go down when a model gets better; accuracies and scores go up."""
+    return any(word in metric for word in ("loss", "mae", "rmse", "gap"))
 
 
 def report_metrics(task: str) -> tuple[str, ...]:
@@ -139,6 +153,7 @@ def check_techniques(exp) -> None:
     if exp.task != "classify":
         classy = {
             "data.skew": exp.skew is not None,
+            "data.label_noise": bool(exp.label_noise),
             "train.imbalance": exp.train.imbalance != "none",
             "train.regularize.label_smoothing": bool(reg.label_smoothing),
             "train.regularize.disturb_label": bool(reg.disturb_label),

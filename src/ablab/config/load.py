@@ -41,6 +41,7 @@ class Experiment(Strict):
     subset: int | None
     val_subset: int | None = None
     skew: Skew | None = None
+    label_noise: float = 0.0
     model: ModelParams
     train: TrainParams
 
@@ -80,6 +81,7 @@ class Params(Strict):
             subset=_first(entry.data.subset, self.data.subset),
             val_subset=_first(entry.data.val_subset, self.data.val_subset),
             skew=_first(entry.data.skew, self.data.skew),
+            label_noise=_first(entry.data.label_noise, self.data.label_noise),
             model=entry.model,
             train=train,
         )
@@ -122,6 +124,11 @@ class Params(Strict):
                 exp = _resolved(self, suite.experiment, entry, seed, where)
                 runs.append(SuiteRun(suite=suite_name, variant=variant, seed=seed, experiment=exp))
         return runs
+
+    def full_size(self) -> Params:
+        """These params with every suite at its full recipe's size."""
+        suites = {name: suite.full_size() for name, suite in self.suites.items()}
+        return self.model_copy(update={"suites": suites})
 
     def suite_headline(self, suite_name: str) -> str:
         """The suite's headline metric: as given, else its family's."""
@@ -188,8 +195,10 @@ def validate(tree: dict, source: str = "params.yaml") -> Params:
     try:
         for name in params.experiments:
             params.experiment(name)
+        full = params.full_size()
         for name in params.suites:
             params.suite_runs(name)
+            full.suite_runs(name)  # the full recipe's variants are checked too
         if params.tune is not None:  # an unknown hyperparameter name fails here, named
             params.tuned_experiment({k: d.lowest() for k, d in params.tune.space.items()})
     except ConfigError as exc:

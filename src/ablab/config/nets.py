@@ -16,6 +16,7 @@ class MLPParams(Strict):
     activation: Activation = "relu"
     init: Init = "default"
     dropout: Probability = 0.0
+    input_dropout: Probability = 0.0  # on the input pixels (Srivastava et al. used 0.2)
     batch_norm: bool = False
 
 

@@ -8,19 +8,35 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from ablab.config.common import Strict
+from ablab.config.overrides import deep_merge, nest_overrides
+
+Seeds = Annotated[list[Annotated[int, Field(ge=0, lt=2**32)]], Field(min_length=1)]
+
+
+class FullRecipe(Strict):
+    """The suite at full size (`ablab suite NAME --full`): its own seeds, `common` merged
+    over the suite's, and variants added to the suite's (those the default run leaves out)."""
+
+    seeds: Seeds | None = None
+    common: dict[str, Any] = {}
+    variants: dict[str, dict[str, Any]] = {}
 
 
 class Suite(Strict):
     """An ablation: one experiment, a baseline and variants (or a grid), repeated over seeds."""
 
     experiment: str
-    seeds: Annotated[list[Annotated[int, Field(ge=0, lt=2**32)]], Field(min_length=1)] = [0]
+    seeds: Seeds = [0]
     common: dict[str, Any] = {}  # overrides every variant shares (model/data/train keys)
     variants: dict[str, dict[str, Any]] = {}  # name -> overrides, dotted keys allowed
     grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}  # dotted key -> values
     baseline: str | None = None  # the variant the others are compared with
     # the metric the report leads with and compares first; None: the family's own headline
     headline: str | None = None
+    # the smallest difference in the headline worth knowing about: a variant whose every 95%
+    # interval lies within it reads "no difference larger than X", otherwise "underpowered"
+    smallest_effect: Annotated[float, Field(gt=0)] = 0.01
+    full: FullRecipe | None = None  # the full-size recipe
 
     @model_validator(mode="after")
     def _variants_or_grid(self) -> Suite:
@@ -29,7 +45,20 @@ class Suite(Strict):
         if self.baseline is not None and self.baseline not in self.variant_overrides():
             names = ", ".join(self.variant_overrides())
             raise ValueError(f"baseline {self.baseline!r} is not a variant; variants: {names}")
+        if self.full is not None and self.full.variants and self.grid:
+            raise ValueError("full.variants: a grid suite's full recipe changes seeds and common")
         return self
+
+    def full_size(self) -> Suite:
+        """This suite as its full recipe says (itself if it has none)."""
+        if self.full is None:
+            return self
+        common = deep_merge(nest_overrides(self.common), nest_overrides(self.full.common))
+        variants = {**self.variants, **self.full.variants} if self.variants else {}
+        seeds = self.full.seeds or self.seeds
+        return self.model_copy(
+            update={"seeds": seeds, "common": common, "variants": variants, "full": None}
+        )
 
     def variant_overrides(self) -> dict[str, dict[str, Any]]:
         """Variant name -> its overrides; a grid expands to every combination, in order."""

@@ -50,7 +50,7 @@ class ArrayDataModule(pl.LightningDataModule):
         self, folder: Path, batch_size: int, seed: int, subset: int | None = None,
         val_subset: int | None = None, skew: Skew | None = None, imbalance: str = "none",
         fold: tuple[int, int] | None = None, augment: Augment | None = None,
-        input_noise: float = 0.0,
+        input_noise: float = 0.0, label_noise: float = 0.0,
     ) -> None:  # fmt: skip
         super().__init__()
         self.folder = Path(folder)
@@ -63,6 +63,7 @@ class ArrayDataModule(pl.LightningDataModule):
         self.fold = fold
         self.augment = augment if augment is not None and augment.enabled else None
         self.input_noise = input_noise
+        self.label_noise = label_noise
         self.meta: dict = {}
         self.tensors: dict[str, TensorDataset] = {}
 
@@ -75,7 +76,7 @@ class ArrayDataModule(pl.LightningDataModule):
         return cls(
             Path(processed_dir) / exp.dataset, hp.batch_size, exp.seed, exp.subset,
             exp.val_subset, exp.skew, hp.imbalance, fold, hp.augment, hp.regularize.input_noise,
-            **extra,
+            exp.label_noise, **extra,
         )  # fmt: skip
 
     def _indices(self, labels: np.ndarray, splits: dict) -> dict[str, np.ndarray]:
@@ -92,6 +93,13 @@ class ArrayDataModule(pl.LightningDataModule):
         if self.imbalance in ("oversample", "undersample"):
             train = samplers.resample(train, labels, self.imbalance, self.seed)
         return {"train": train, "val": val, "test": splits["test"]}
+
+    def _labels(self, labels: np.ndarray, split: str, idx: np.ndarray) -> torch.Tensor:
+        """A split's labels; the training split's with `label_noise` applied."""
+        y = labels[idx]
+        if split == "train" and self.label_noise:
+            y = samplers.noisy_labels(y, self.label_noise, len(self.meta["classes"]), self.seed)
+        return torch.from_numpy(y)
 
     @property
     def classes(self) -> list[str]:
@@ -146,7 +154,7 @@ class ImageDataModule(ArrayDataModule):
             x = train if split == "train" else torch.from_numpy(images[idx]).float().div_(255.0)
             if self.normalize:
                 x = x.sub_(mean).div_(std)
-            self.tensors[split] = TensorDataset(x, torch.from_numpy(labels[idx]))
+            self.tensors[split] = TensorDataset(x, self._labels(labels, split, idx))
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -189,7 +197,7 @@ class TextDataModule(ArrayDataModule):
             self.tensors[split] = TensorDataset(
                 torch.from_numpy(arrays["tokens"][idx]),
                 torch.from_numpy(arrays["lengths"][idx]),
-                torch.from_numpy(labels[idx]),
+                self._labels(labels, split, idx),
             )
 
     @property

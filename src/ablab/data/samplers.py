@@ -30,6 +30,17 @@ def skew(
     return np.sort(np.concatenate(out))
 
 
+def noisy_labels(labels: np.ndarray, fraction: float, num_classes: int, seed: int) -> np.ndarray:
+    """A copy of `labels` with round(fraction * n) of them, picked at random, replaced by a
+    different class drawn uniformly (symmetric label noise)."""
+    rng = np.random.default_rng(seed)
+    out = labels.copy()
+    picked = rng.choice(len(labels), size=round(fraction * len(labels)), replace=False)
+    shift = rng.integers(1, num_classes, size=len(picked))  # never the same class
+    out[picked] = (labels[picked] + shift) % num_classes
+    return out
+
+
 def fold(
     idx: np.ndarray, labels: np.ndarray, folds: int, index: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:

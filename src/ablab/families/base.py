@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from torch import nn
 
@@ -194,6 +195,11 @@ class Family(ABC):
         """Files for the run: name -> matplotlib Figure, dict/list (JSON) or str (text).
         Returned, never logged here: families do not import MLflow."""
         return {}
+
+    def predictions(self, exp: Experiment, module: Any, data) -> dict[str, np.ndarray] | None:
+        """Per test example, in test order: {"target", "prediction"} as class indices, for the
+        report's paired test-set comparisons (`per_example` metrics); None where there are none."""
+        return None
 
     def loggable_model(self, exp: Experiment, module: Any, data) -> tuple[nn.Module, Any] | None:
         """(network in eval mode, input example) to log as an MLflow model, or None."""

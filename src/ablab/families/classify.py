@@ -82,11 +82,13 @@ class ClassificationTask(Task):
         self._grad_steps = 0
         self._reset_eval()
         self.test_confusion: torch.Tensor | None = None
+        self.test_predictions: dict[str, np.ndarray] = {}
 
     def _reset_eval(self) -> None:
         self._loss_sum = 0.0
         self._count = 0
         self._confusion = torch.zeros(self.num_classes, self.num_classes, dtype=torch.long)
+        self._seen: list[tuple[torch.Tensor, torch.Tensor]] = []  # (targets, predictions)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         return self.net(*inputs)
@@ -143,9 +145,11 @@ class ClassificationTask(Task):
     def _eval_step(self, batch) -> None:
         *inputs, y = batch
         logits = self(*inputs)
+        preds = logits.argmax(1)
         self._loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
         self._count += len(y)
-        self._confusion += confusion_matrix(logits.argmax(1), y, self.num_classes)
+        self._confusion += confusion_matrix(preds, y, self.num_classes)
+        self._seen.append((y, preds))
 
     def _eval_end(self, prefix: str) -> torch.Tensor:
         scores = scores_from_confusion(self._confusion)
@@ -159,6 +163,9 @@ class ClassificationTask(Task):
         return confusion
 
     def on_test_epoch_end(self) -> None:
+        targets, preds = zip(*self._seen, strict=True)
+        self.test_predictions = {"target": torch.cat(targets).numpy(),
+                                 "prediction": torch.cat(preds).numpy()}  # fmt: skip
         self.test_confusion = self._eval_end("test")
 
 
@@ -181,6 +188,7 @@ class TfidfBaseline:
         )
         self.test_results: dict[str, float] = {}
         self.test_confusion: torch.Tensor | None = None
+        self.test_predictions: dict[str, np.ndarray] = {}
         self.seconds = 0.0
 
     def fit_and_test(self, data: TextDataModule) -> None:
@@ -193,6 +201,7 @@ class TfidfBaseline:
         y_test = data.tensors["test"].tensors[-1]
         probs = self.model.predict_proba(self.vectorizer.transform(data.texts("test")))
         classes = range(len(data.classes))
+        self.test_predictions = {"target": y_test.numpy(), "prediction": probs.argmax(1)}
         self.test_confusion = confusion_matrix(
             torch.from_numpy(probs.argmax(1)), y_test, len(data.classes)
         )
@@ -284,6 +293,9 @@ class Classify(Family):
             if getattr(module.net, "attention", None) is not None:
                 out["attention.png"] = _attention(module.net, data, title)
         return out
+
+    def predictions(self, exp: Experiment, module, data) -> dict[str, np.ndarray]:
+        return module.test_predictions
 
     def loggable_model(self, exp: Experiment, module, data):
         if isinstance(module, TfidfBaseline) or isinstance(data, TextDataModule):

@@ -6,6 +6,7 @@ codes) beside PCA at the same code size, scored by the same probe."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -76,6 +77,7 @@ class AutoencoderTask(Task):
         self.net = net
         self.corruption = corruption or {"kind": "none", "level": 0.0}
         self.sparsity = sparsity or {"kind": "none", "weight": 0.0, "target": 0.05}
+        self.test_predictions: dict[str, np.ndarray] = {}  # the linear probe's, per test image
         self._reset_eval()
 
     def _reset_eval(self) -> None:
@@ -142,18 +144,24 @@ def _batches(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([module(x[i : i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)])
 
 
-def probe_accuracy(train_x, train_y, test_x, test_y, seed: int) -> float:
+def probe(train_x, train_y, test_x, seed: int) -> np.ndarray | None:
     """A linear classifier (standardised inputs, multinomial logistic regression) trained on
-    one representation of the training images, scored on the test images'."""
+    one representation of the training images: its predictions for the test images' (None
+    with a single class to learn)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     if len(np.unique(train_y)) < 2:
-        return float("nan")
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
-    probe.fit(train_x, train_y)
-    return float(probe.score(test_x, test_y))
+        return None
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
+    return model.fit(train_x, train_y).predict(test_x)
+
+
+def probe_accuracy(train_x, train_y, test_x, test_y, seed: int) -> float:
+    """The probe's test accuracy; NaN with a single class to learn."""
+    predicted = probe(train_x, train_y, test_x, seed)
+    return math.nan if predicted is None else float(np.mean(predicted == test_y))
 
 
 class Reconstruct(Family):
@@ -184,11 +192,15 @@ class Reconstruct(Family):
     def test_results(self, exp: Experiment, module: AutoencoderTask, data) -> dict[str, float]:
         codes = _codes(module, data)
         train_y, test_y = (data.tensors[s].tensors[1].numpy() for s in ("train", "test"))
+        predicted = probe(codes["train"], train_y, codes["test"], exp.seed)
+        accuracy = math.nan
+        module.test_predictions = {}
+        if predicted is not None:
+            accuracy = float(np.mean(predicted == test_y))
+            module.test_predictions = {"target": test_y, "prediction": predicted}
         return {
             "test_recon_loss": module.test_results["test_recon_loss"],
-            "test_probe_accuracy": probe_accuracy(
-                codes["train"], train_y, codes["test"], test_y, exp.seed
-            ),
+            "test_probe_accuracy": accuracy,
             "test_code_active_fraction": float(np.mean(np.abs(codes["test"]) > ACTIVE_THRESHOLD)),
         }
 
@@ -214,6 +226,10 @@ class Reconstruct(Family):
         restored = _batches(_Reconstruction(module.net), noisy)
         out["test_noisy_recon_loss"] = float(F.mse_loss(restored, x))
         return out
+
+    def predictions(self, exp: Experiment, module: AutoencoderTask, data) -> dict | None:
+        """The linear probe's test predictions (set by test_results)."""
+        return module.test_predictions or None
 
     def artifacts(self, exp: Experiment, module: AutoencoderTask, data, title: str) -> dict:
         x, y = data.tensors["test"].tensors

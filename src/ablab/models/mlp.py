@@ -18,9 +18,13 @@ def build_mlp(
     init: str = "default",
     dropout: float = 0.0,
     batch_norm: bool = False,
+    input_dropout: float = 0.0,
 ) -> nn.Sequential:
-    """Flatten -> [Linear -> BatchNorm? -> activation -> Dropout?] x depth -> Linear."""
+    """Flatten -> Dropout? -> [Linear -> BatchNorm? -> activation -> Dropout?] x depth ->
+    Linear (the input Dropout only where input_dropout > 0, so other layouts keep their keys)."""
     layers: list[nn.Module] = [nn.Flatten()]
+    if input_dropout:
+        layers.append(nn.Dropout(input_dropout))
     layers += dense_classifier(
         math.prod(input_shape), [width] * depth, num_classes, activation_name, dropout, batch_norm
     )
