@@ -130,6 +130,14 @@ def cmd_tune(args: argparse.Namespace) -> None:
     print("tune: " + ", ".join(f"{k} {v}" for k, v in metrics.items()))
 
 
+def cmd_diagnose(args: argparse.Namespace) -> None:
+    from ablab.doctor import run_diagnose
+
+    params = load(args.params, args.set)
+    for line in run_diagnose(params, _root(), args.run, args.lr_find):
+        print(line)
+
+
 def cmd_ui(args: argparse.Namespace) -> None:
     from ablab.tracking import artifact_root, tracking_uri
 
@@ -175,6 +183,13 @@ def parser() -> argparse.ArgumentParser:
     tune_parser = add("tune", cmd_tune, "run the Optuna study of the tune section")
     tune_parser.add_argument("--workers", type=int, default=1, help="worker processes")
     tune_parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    doctor = add("diagnose", cmd_diagnose, "the tuning checklist on one run: findings and fixes")
+    doctor.add_argument(
+        "run", help="an experiment (its latest run), a run name (regularization/baseline/seed1) "
+        "or a run id",
+    )  # fmt: skip
+    lr_help = "also run Lightning's learning-rate finder on the experiment"
+    doctor.add_argument("--lr-find", action="store_true", help=lr_help)
     ui = sub.add_parser("ui", help="serve the MLflow UI on 127.0.0.1")
     ui.set_defaults(func=cmd_ui)
     ui.add_argument("--port", type=int, default=5000)

@@ -52,6 +52,7 @@ def run_suite(
                     run.experiment, root, params.mlflow_experiment, processed_dir, fast_dev_run,
                     suite=suite_name, variant=run.variant, run_name=name,
                     extra_tags={"mlflow.parentRunId": parent_id, "ablab.recipe": recipe},
+                    thresholds=params.diagnose,
                 )  # fmt: skip
             except DivergedError as exc:
                 print(f"  diverged: {exc}; the suite goes on", flush=True)

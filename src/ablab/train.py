@@ -16,12 +16,13 @@ import mlflow
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from torch import nn
 
-from ablab import figures, tracking
-from ablab.config import Experiment, Params
+from ablab import diagnose, figures, tracking
+from ablab.config import DiagnoseParams, Experiment, Params
 from ablab.families import DivergedError, Family, Fit, family
 from ablab.files import write_atomic
-from ablab.models import count_parameters
+from ablab.models import count_parameters, dead_relu_fraction
 
 # Data lives in memory as tensors: worker processes would only add start-up cost.
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -64,6 +65,27 @@ def predictions_csv(predictions: dict[str, np.ndarray]) -> str:
     """The test predictions as the run's artifact: one line per test example, in test order."""
     rows = zip(predictions["target"].tolist(), predictions["prediction"].tolist(), strict=True)
     return "index,target,prediction\n" + "".join(f"{i},{t},{p}\n" for i, (t, p) in enumerate(rows))
+
+
+@dataclass
+class Diagnosis:
+    """The end-of-run checklist (ablab.diagnose): its thresholds and where the run came from."""
+
+    thresholds: DiagnoseParams = field(default_factory=DiagnoseParams)
+    suite: str = ""
+    variant: str = ""
+
+    def log(self, exp: Experiment, run_id: str, history: list[dict], results: dict[str, float],
+            params: dict[str, str], failure: str = "") -> None:  # fmt: skip
+        """diagnosis.md and the ablab.diagnosis.<check> tags into the active run; one line."""
+        record = diagnose.RunRecord(
+            history, results, params, failure, exp.name, self.suite, self.variant
+        )
+        findings = diagnose.complete(record, diagnose.diagnose(record, self.thresholds), [])
+        mlflow.set_tags(diagnose.tags(findings))
+        mlflow.log_text(diagnose.markdown(record, findings), "diagnosis.md")
+        names = ", ".join(f.check for f in findings) or "no finding"
+        print(f"diagnosis: {names} (diagnosis.md; ablab diagnose {run_id})", flush=True)
 
 
 def _best_row(history: list[dict], monitor: str) -> dict:
@@ -111,9 +133,10 @@ def _epoch_summary(exp: Experiment, history: list[dict], module) -> dict[str, fl
 
 def _fit(
     exp: Experiment, data: pl.LightningDataModule, run_id: str, fast_dev_run: bool | int,
-    extra_callbacks: list[pl.Callback] | None = None,
+    extra_callbacks: list[pl.Callback] | None = None, diagnosis: Diagnosis | None = None,
 ) -> RunResult:  # fmt: skip
-    """Train, test and log one model into the active MLflow run `run_id`."""
+    """Train, test and log one model into the active MLflow run `run_id`, then diagnose it."""
+    diagnosis = diagnosis or Diagnosis()
     pl.seed_everything(exp.seed, workers=True, verbose=False)
     fam = family(exp.task)
     module = fam.module(exp, data)
@@ -141,6 +164,8 @@ def _fit(
         except DivergedError as exc:
             mlflow.set_tag("ablab.failure", f"diverged: {exc}")
             exc.run_id = run_id
+            history = callbacks[0].history
+            diagnosis.log(exp, run_id, history, {}, params, f"diverged: {exc}")
             raise
     fitted = fam.fitted_params(exp, module, data)
     if fitted:
@@ -151,7 +176,12 @@ def _fit(
     extras = fam.summary(exp, module, data)
     epochs = {k: v for k, v in _epoch_summary(exp, history, module).items() if k not in extras}
     summary = {**fam.test_results(exp, module, data), **extras, **epochs}
-    tracking.log_metrics(run_id, {**summary, **fam.details(exp, module, data)}, step=len(history))
+    details = fam.details(exp, module, data)
+    inputs = fam.probe_inputs(data) if isinstance(getattr(module, "net", None), nn.Module) else None
+    dead = dead_relu_fraction(module.net, inputs) if inputs is not None else None
+    if dead is not None:
+        details["dead_relu_fraction"] = dead
+    tracking.log_metrics(run_id, {**summary, **details}, step=len(history))
     title = mlflow.active_run().info.run_name
     artifacts = fam.artifacts(exp, module, data, title)
     if history:
@@ -167,6 +197,7 @@ def _fit(
     model = fam.loggable_model(exp, module, data) if hp.log_model else None
     if model is not None:
         tracking.log_model(*model)
+    diagnosis.log(exp, run_id, history, {**summary, **details}, params)
     return RunResult(run_id, summary, history, params, predictions)
 
 
@@ -181,10 +212,13 @@ def train(
     run_name: str | None = None,
     extra_tags: dict[str, str] | None = None,
     extra_callbacks: list[pl.Callback] | None = None,
+    thresholds: DiagnoseParams | None = None,
 ) -> RunResult:
     """Train and test one resolved experiment as one MLflow run (k-fold: a parent run with a
-    child run per fold). A diverging loss raises DivergedError after marking the run FAILED.
-    Any exception leaving here carries the MLflow run's id as `run_id`."""
+    child run per fold), diagnosed by the checklist (`thresholds`: params' diagnose section).
+    A diverging loss raises DivergedError after marking the run FAILED. Any exception leaving
+    here carries the MLflow run's id as `run_id`."""
+    diagnosis = Diagnosis(thresholds or DiagnoseParams(), suite, variant)
     root = Path(root)
     processed_dir = Path(processed_dir or root / "data" / "processed")
     torch.set_num_threads(exp.train.threads)
@@ -202,8 +236,10 @@ def train(
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
         try:
             if not folds:
-                return _fit(exp, data, run.info.run_id, fast_dev_run, extra_callbacks)
-            return _cross_validate(exp, data, processed_dir, run.info.run_id, tags, fast_dev_run)
+                return _fit(exp, data, run.info.run_id, fast_dev_run, extra_callbacks, diagnosis)
+            return _cross_validate(
+                exp, data, processed_dir, run.info.run_id, tags, fast_dev_run, diagnosis
+            )
         except BaseException as exc:
             if not getattr(exc, "run_id", None):
                 exc.run_id = run.info.run_id
@@ -212,7 +248,7 @@ def train(
 
 def _cross_validate(
     exp: Experiment, first: pl.LightningDataModule, processed_dir: Path, parent_id: str,
-    tags: dict[str, str], fast_dev_run: bool | int,
+    tags: dict[str, str], fast_dev_run: bool | int, diagnosis: Diagnosis,
 ) -> RunResult:  # fmt: skip
     """One child run per fold; the parent gets each summary metric's mean and std over folds."""
     k = exp.train.folds
@@ -228,7 +264,7 @@ def _cross_validate(
             experiment_id=parent.experiment_id, run_name=name, nested=True, tags=child_tags
         ) as child:
             try:
-                folds.append(_fit(exp, data, child.info.run_id, fast_dev_run))
+                folds.append(_fit(exp, data, child.info.run_id, fast_dev_run, None, diagnosis))
             except DivergedError as exc:
                 mlflow.set_tag("ablab.failure", f"diverged in fold {i + 1}: {exc}")
                 exc.run_id = parent_id
@@ -267,7 +303,8 @@ def run_experiment(
     """Train and test experiment `name` of params.yaml, write results/<name>/; its summary."""
     root = Path(root)
     exp = params.experiment(name)
-    result = train(exp, root, params.mlflow_experiment, processed_dir, fast_dev_run)
+    result = train(exp, root, params.mlflow_experiment, processed_dir, fast_dev_run,
+                   thresholds=params.diagnose)  # fmt: skip
     columns = curve_columns(family(exp.task))
     write_results(Path(results_dir or root / "results") / name, result.summary, result.history,
                   columns)  # fmt: skip

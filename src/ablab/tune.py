@@ -183,6 +183,7 @@ def objective_for(params: Params, root: Path, parent_id: str, threads: int):
         name = f"tune/{tune.study_name}/trial-{trial.number}"
         try:
             result = train(exp, root, params.mlflow_experiment, run_name=name, extra_tags=tags,
+                           thresholds=params.diagnose,
                            extra_callbacks=[_Pruning(trial, tune.metric)])  # fmt: skip
         except optuna.TrialPruned:
             run_id = _run_id(client, parent_id, trial.number)

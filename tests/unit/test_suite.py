@@ -169,6 +169,48 @@ def test_test_predictions_are_saved_per_run_and_compared_per_example(suite_root)
     assert row["test_delta_test_accuracy"] == pytest.approx(row["delta_test_accuracy"], abs=1e-6)
 
 
+def test_every_run_is_diagnosed_and_diagnose_reads_the_store(suite_root, monkeypatch, capsys):
+    from ablab.cli import main
+
+    root, _, _ = suite_root
+    client, runs = runs_by_name(root)
+    failed = runs["tiny/exploding/seed1"]
+    assert failed.data.tags["ablab.diagnosis.learning_rate_too_high"] == "true"
+    text = open(client.download_artifacts(failed.info.run_id, "diagnosis.md")).read()
+    assert "lower the learning rate" in text and "ablab suite tiny --set" in text
+    healthy = runs["tiny/baseline/seed1"]
+    assert 0.0 <= healthy.data.metrics["dead_relu_fraction"] <= 1.0
+    assert any(k.startswith("grad_norm/") for k in healthy.data.metrics)  # every arch
+    assert "diagnosis.md" in {a.path for a in client.list_artifacts(healthy.info.run_id)}
+    monkeypatch.setenv("ABLAB_ROOT", str(root))
+    capsys.readouterr()
+    main(["diagnose", "tiny/exploding/seed1", "--params", str(root / "params.yaml")])
+    out = capsys.readouterr().out
+    assert "FAILED" in out and "learning_rate_too_high" in out
+    assert "the run diverged" in out and "lower the learning rate" in out
+    with pytest.raises(SystemExit) as err:
+        main(["diagnose", "no-such-run", "--params", str(root / "params.yaml")])
+    assert err.value.code == 2
+    assert "is not an experiment in params.yaml, a run name or a run id" in capsys.readouterr().err
+
+
+def test_diagnose_an_experiment_with_the_lr_finder(suite_root, monkeypatch, capsys):
+    from ablab.cli import main
+
+    root, _, _ = suite_root
+    monkeypatch.setenv("ABLAB_ROOT", str(root))
+    params = ["--params", str(root / "params.yaml")]
+    slow = ["experiments.mlp.train.lr=1.0e-6", "experiments.mlp.train.max_epochs=3"]
+    main(["train", "mlp", *params, *(x for s in slow for x in ("--set", s))])
+    capsys.readouterr()
+    main(["diagnose", "mlp", "--lr-find", *params])
+    out = capsys.readouterr().out
+    assert out.startswith("mlp (") and "FINISHED" in out
+    # at lr 1e-6 the loss barely moves, and the finder suggests a far larger rate
+    assert "learning_rate_too_low" in out and "lr_finder" in out
+    assert "ablab train mlp --set experiments.mlp.train.lr=" in out
+
+
 def test_full_recipe_is_one_command_into_results_full(suite_root, monkeypatch, capsys):
     from ablab.cli import main
 

@@ -11,6 +11,7 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from ablab.config.common import DATASETS, ConfigError, Strict, describe, invalid
 from ablab.config.data import DataParams, Skew
+from ablab.config.diagnose import DiagnoseParams
 from ablab.config.families import ENTRIES, ExperimentEntry, check_techniques
 from ablab.config.nets import (
     AutoencoderParams,
@@ -61,6 +62,7 @@ class Params(Strict):
     experiments: dict[str, ExperimentEntry] = {}
     suites: dict[str, Suite] = {}
     tune: TuneParams | None = None
+    diagnose: DiagnoseParams = DiagnoseParams()
 
     def experiment(self, name: str) -> Experiment:
         """The experiment `name` with every default filled in."""

@@ -39,6 +39,8 @@ class Task(pl.LightningModule):
     def __init__(self) -> None:
         super().__init__()
         self._train_sums = [0.0, 0.0, 0]  # loss * n, objective * n, n
+        self._grad_sums: torch.Tensor | None = None  # per weight tensor, summed over steps
+        self._grad_steps = 0
         self.test_results: dict[str, float] = {}
 
     def publish(self, prefix: str, values: dict[str, float | torch.Tensor]) -> None:
@@ -57,11 +59,35 @@ class Task(pl.LightningModule):
         self._train_sums[1] += objective * n
         self._train_sums[2] += n
 
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Per weight tensor (dim > 1) of `self.net`, the gradient's norm, summed as a tensor
+        (no sync per step) and averaged per epoch: `grad_norm/<parameter>`, for every arch."""
+        grads = [p.grad for _, p in self._weights() if p.grad is not None]
+        if not grads or len(grads) != len(self._weights()):
+            return
+        with torch.no_grad():
+            norms = torch.stack(torch._foreach_norm(grads))
+        self._grad_sums = norms if self._grad_sums is None else self._grad_sums + norms
+        self._grad_steps += 1
+
+    def _weights(self) -> list[tuple[str, torch.Tensor]]:
+        net = getattr(self, "net", None)
+        if net is None:
+            return []
+        return [(n, p) for n, p in net.named_parameters() if p.requires_grad and p.dim() > 1]
+
     def epoch_extras(self) -> dict[str, float]:
-        """The epoch's mean train_loss and train_objective (read by the epoch logger); resets."""
+        """The epoch's mean train_loss, train_objective and grad_norm/<parameter> (read by the
+        epoch logger); resets them."""
         loss, objective, n = self._train_sums
         self._train_sums = [0.0, 0.0, 0]
-        return {"train_loss": loss / n, "train_objective": objective / n} if n else {}
+        out = {"train_loss": loss / n, "train_objective": objective / n} if n else {}
+        if self._grad_sums is not None:
+            means = (self._grad_sums / max(self._grad_steps, 1)).tolist()
+            names = [name for name, _ in self._weights()]
+            out.update({f"grad_norm/{k}": v for k, v in zip(names, means, strict=True)})
+        self._grad_sums, self._grad_steps = None, 0
+        return out
 
     def on_validation_epoch_start(self) -> None:
         self._reset_eval()
@@ -200,6 +226,11 @@ class Family(ABC):
         """Per test example, in test order: {"target", "prediction"} as class indices, for the
         report's paired test-set comparisons (`per_example` metrics); None where there are none."""
         return None
+
+    def probe_inputs(self, data) -> tuple | None:
+        """A validation batch as the network's inputs (for the dead-ReLU probe); None: none."""
+        batch = next(iter(data.val_dataloader()))
+        return tuple(batch[:-1])
 
     def loggable_model(self, exp: Experiment, module: Any, data) -> tuple[nn.Module, Any] | None:
         """(network in eval mode, input example) to log as an MLflow model, or None."""

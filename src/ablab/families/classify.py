@@ -71,15 +71,12 @@ class ClassificationTask(Task):
         disturb_label: float = 0.0,
         max_norm: float | None = None,
         class_weights: torch.Tensor | None = None,
-        track_grad_norms: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "class_weights"])
         self.net = net
         self.num_classes = num_classes
         self.register_buffer("class_weights", class_weights, persistent=False)
-        self._grad_sums: dict[str, float] = {}
-        self._grad_steps = 0
         self._reset_eval()
         self.test_confusion: torch.Tensor | None = None
         self.test_predictions: dict[str, np.ndarray] = {}
@@ -122,25 +119,6 @@ class ClassificationTask(Task):
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self.hparams.max_norm is not None:
             regularize.apply_max_norm(self.net, self.hparams.max_norm)
-
-    def on_before_optimizer_step(self, optimizer) -> None:
-        # per-layer gradient norms (weight matrices only), summed here and averaged per epoch
-        if not self.hparams.track_grad_norms:
-            return
-        with torch.no_grad():
-            for name, p in self.net.named_parameters():
-                if p.grad is not None and p.dim() > 1:
-                    norm = torch.linalg.vector_norm(p.grad).item()
-                    self._grad_sums[name] = self._grad_sums.get(name, 0.0) + norm
-        self._grad_steps += 1
-
-    def epoch_extras(self) -> dict[str, float]:
-        """The training losses, and grad_norm/<parameter>: the epoch's mean gradient norm."""
-        extras = super().epoch_extras()
-        steps = max(self._grad_steps, 1)
-        extras.update({f"grad_norm/{k}": v / steps for k, v in self._grad_sums.items()})
-        self._grad_sums, self._grad_steps = {}, 0
-        return extras
 
     def _eval_step(self, batch) -> None:
         *inputs, y = batch
@@ -243,7 +221,6 @@ class Classify(Family):
             net, len(data.classes), **optimizer_hparams(exp),
             label_smoothing=reg.label_smoothing, l1=reg.l1, l2=reg.l2,
             disturb_label=reg.disturb_label, max_norm=reg.max_norm, class_weights=weights,
-            track_grad_norms=m.arch == "rnn",
         )  # fmt: skip
 
     def run(self, fit: Fit, module, data) -> None:

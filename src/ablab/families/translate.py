@@ -75,6 +75,9 @@ class Translate(Family):
     def data(self, exp: Experiment, processed_dir: Path, fold=None) -> TranslationDataModule:
         return TranslationDataModule.from_experiment(exp, processed_dir, fold)
 
+    def probe_inputs(self, data) -> None:
+        return None  # the seq2seq network has no ReLU
+
     def module(self, exp: Experiment, data: TranslationDataModule) -> TranslationTask:
         meta = data.meta
         try:

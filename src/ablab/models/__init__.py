@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from ablab.config import ModelParams
@@ -38,6 +39,30 @@ def build(
     if params.arch == "rnn":
         return build_rnn(vocab_size, num_outputs, **options)
     return build_cnn(input_shape, num_outputs, **options)
+
+
+def dead_relu_fraction(net: nn.Module, inputs: tuple) -> float | None:
+    """The share of ReLU units (a channel, for feature maps) that output 0 for every example
+    of `inputs`, in eval mode; None if the network has no ReLU."""
+    relus = [m for m in net.modules() if isinstance(m, nn.ReLU)]
+    if not relus:
+        return None
+    counts = [0, 0]  # dead, total
+
+    def hook(module, args, out) -> None:
+        alive = (out > 0).transpose(0, 1).reshape(out.shape[1], -1).any(1)
+        counts[0] += int((~alive).sum())
+        counts[1] += alive.numel()
+
+    handles = [m.register_forward_hook(hook) for m in relus]
+    net.eval()
+    try:
+        with torch.no_grad():
+            net(*inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return counts[0] / counts[1] if counts[1] else None
 
 
 def count_parameters(net: nn.Module) -> int:
