@@ -74,9 +74,12 @@ def test_dvc_repro_trains_every_experiment_and_suite_then_is_up_to_date(repo):
     runs = client.search_runs([experiment.experiment_id])
     names = sorted(r.info.run_name for r in runs)
     tuning = ["tune/ablab/trial-0", "tune/ablab/trial-1", "tune/ablab/best", "tune/ablab"]
-    assert names == sorted(["cnn", "mlp", "report", *tuning] + [
+    assert names == sorted(["cnn", "mlp", "report", "suite/reg", *tuning] + [
         f"reg/{v}/seed{s}" for v in ("baseline", "dropout") for s in (1, 2)
     ])  # fmt: skip
+    parent = next(r for r in runs if r.info.run_name == "suite/reg")
+    assert parent.data.tags["ablab.verdict.dropout"]  # the report tagged its verdict
+    assert (root / "results" / "suites" / "reg" / "predictions.npz").exists()
     assert all(r.info.status == "FINISHED" for r in runs)
     commit = sh(["git", "rev-parse", "HEAD"], root, env).strip()
     assert all(r.data.tags["mlflow.source.git.commit"] == commit for r in runs)
