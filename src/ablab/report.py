@@ -182,16 +182,22 @@ def power_line(table: pd.DataFrame, report: dict) -> str:
     if f"delta_{key}" not in table or others.empty:
         return "Power: no comparison."
     pairs = int(others[f"pairs_{key}"].max())
-    paired_sd = float(np.nanmedian(_paired_sds(report, key))) if pairs > 1 else math.nan
-    k = max(len(others), 1)
-    strict = stats.detectable(paired_sd, pairs, stats.ALPHA / k)
-    loose = stats.detectable(paired_sd, pairs, stats.ALPHA)
-    text = (
-        f"Power: across {pairs} seeds the paired differences in {short(key)} spread by "
-        f"{paired_sd:.2g} (median sd over variants); a true difference of ±{strict:.2g} is "
-        f"detected with 80% probability at Holm's first step (α = 0.05/{k}), ±{loose:.2g} at "
-        "its last (α = 0.05)."
-    )
+    if pairs < 2:
+        text = (
+            f"Power: {pairs} paired seed, so no seed-to-seed spread: nothing here says how "
+            "much training randomness moves these numbers; run more seeds."
+        )
+    else:
+        paired_sd = float(np.nanmedian(_paired_sds(report, key)))
+        k = max(int(others[f"p_{key}"].notna().sum()), 1)  # the hypotheses Holm adjusts over
+        strict = stats.detectable(paired_sd, pairs, stats.ALPHA / k)
+        loose = stats.detectable(paired_sd, pairs, stats.ALPHA)
+        text = (
+            f"Power: across {pairs} seeds the paired differences in {short(key)} spread by "
+            f"{paired_sd:.2g} (median sd over variants); a true difference of ±{strict:.2g} is "
+            f"detected with 80% probability at Holm's first step (α = 0.05/{k}), ±{loose:.2g} "
+            "at its last (α = 0.05)."
+        )
     if f"test_delta_{key}_low" in table:
         half = ((others[f"test_delta_{key}_high"] - others[f"test_delta_{key}_low"]) / 2).dropna()
         if len(half):

@@ -93,3 +93,10 @@ def test_without_predictions_the_seeds_decide():
     # paired t = 6.05 on 2 degrees of freedom: p = 0.026, the only hypothesis
     assert table.loc["wide", "p_test_accuracy"] == pytest.approx(0.0262, abs=2e-4)
     assert table.loc["wide", "verdict_test_accuracy"] == "better"
+
+
+def test_power_line_with_one_seed_says_so():
+    report = fake_report()
+    report["runs"] = [r for r in report["runs"] if r["seed"] == 1]
+    line = power_line(suite_table(report), report)
+    assert "1 paired seed, so no seed-to-seed spread" in line and "nan" not in line
