@@ -126,14 +126,13 @@ def underfitting(run: RunRecord, th: DiagnoseParams) -> Finding | None:
 
 
 def learning_rate_too_high(run: RunRecord, th: DiagnoseParams) -> Finding | None:
-    lr = run.number("train.lr")
-    lower = {"train.lr": _round(lr / 10)} if math.isfinite(lr) else {}
     if run.failure.startswith("diverged"):
         return Finding(
             "learning_rate_too_high",
-            f"the run diverged ({run.failure.removeprefix('diverged: ')}) at lr {lr:g}",
+            f"the run diverged ({run.failure.removeprefix('diverged: ')}) at lr "
+            f"{run.number('train.lr'):g}",
             "lower the learning rate (or clip gradients: train.regularize.grad_clip)",
-            lower,
+            _lr_times(run, 0.1),
         )
     train = run.series("train_loss")
     for (_, before), (epoch, after) in zip(train, train[1:], strict=False):
@@ -142,7 +141,7 @@ def learning_rate_too_high(run: RunRecord, th: DiagnoseParams) -> Finding | None
                 "learning_rate_too_high",
                 f"train_loss jumped from {before:.3f} to {after:.3f} at epoch {epoch + 1}",
                 "lower the learning rate",
-                {"train.lr": _round(lr / 3)} if math.isfinite(lr) else {},
+                _lr_times(run, 1 / 3),
             )
     return None
 
@@ -161,7 +160,7 @@ def learning_rate_too_low(run: RunRecord, th: DiagnoseParams) -> Finding | None:
         f"train_loss fell only {drop:.0%} in {len(train)} epochs ({train[0]:.3f} -> "
         f"{train[-1]:.3f}), never rising",
         "raise the learning rate",
-        {"train.lr": _round(lr * 3)},
+        _lr_times(run, 3),
     )
 
 
@@ -204,10 +203,8 @@ def dead_relus(run: RunRecord, th: DiagnoseParams) -> Finding | None:
     share = run.results.get("dead_relu_fraction")
     if share is None or not math.isfinite(share) or share < th.dead_relu:
         return None
-    fix = {"model.activation": "leaky_relu"} if run.param("model.arch") == "mlp" else {}
-    lr = run.number("train.lr")
-    if not fix and math.isfinite(lr):
-        fix = {"train.lr": _round(lr / 3)}
+    mlp = run.param("model.arch") == "mlp"
+    fix = {"model.activation": "leaky_relu"} if mlp else _lr_times(run, 1 / 3)
     return Finding(
         "dead_relus",
         f"{share:.0%} of the ReLU units never fired on a validation batch",
@@ -251,12 +248,11 @@ def early_stopping(run: RunRecord, th: DiagnoseParams) -> Finding | None:
             {"train.max_epochs": max_epochs * 2},
         )
     if best == 0 and trained < max_epochs:
-        lr = run.number("train.lr")
         return Finding(
             "early_stopping_at_epoch_1",
             f"the best epoch was the first; training stopped after {trained}",
             "lower the learning rate",
-            {"train.lr": _round(lr / 3)} if math.isfinite(lr) else {},
+            _lr_times(run, 1 / 3),
         )
     return None
 
@@ -286,6 +282,12 @@ def lr_finder(run: RunRecord, suggested: float, th: DiagnoseParams) -> Finding |
 
 def _round(value: float) -> float:
     return float(f"{value:.2g}")
+
+
+def _lr_times(run: RunRecord, factor: float) -> dict[str, Any]:
+    """The override that scales the run's learning rate (none where it is unknown)."""
+    lr = run.number("train.lr")
+    return {"train.lr": _round(lr * factor)} if math.isfinite(lr) else {}
 
 
 def diagnose(run: RunRecord, th: DiagnoseParams) -> list[Finding]:

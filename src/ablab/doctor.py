@@ -15,6 +15,10 @@ from mlflow.tracking import MlflowClient
 from ablab import diagnose, tracking
 from ablab.config import ConfigError, Experiment, Params
 
+# the metrics logged once per epoch (step = epoch), besides grad_norm/<layer>
+PER_EPOCH = ("train_loss", "train_objective", "val_loss", "val_accuracy", "val_macro_f1",
+             "val_mae", "lr")  # fmt: skip
+
 
 def find_run(client: MlflowClient, experiment_id: str, params: Params, what: str) -> Run:
     """An experiment's latest run of its own (not a suite's or a study's), a run by its name
@@ -58,10 +62,6 @@ def record(client: MlflowClient, run: Run) -> diagnose.RunRecord:
         tags.get("ablab.experiment", ""), tags.get("ablab.suite", ""),
         tags.get("ablab.variant", ""),
     )  # fmt: skip
-
-
-PER_EPOCH = ("train_loss", "train_objective", "val_loss", "val_accuracy", "val_macro_f1",
-             "val_mae", "lr")  # fmt: skip
 
 
 def resolved_experiment(params: Params, run: diagnose.RunRecord, seed: int) -> Experiment:

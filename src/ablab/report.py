@@ -124,7 +124,7 @@ def _compare(table: pd.DataFrame, report: dict, key: str, test: _TestSet | None)
             f"delta_{key}": paired.diff, f"delta_{key}_low": paired.low,
             f"delta_{key}_high": paired.high, f"p_{key}": paired.p,
             f"p_holm_{key}": p_holm[variant], f"d_z_{key}": paired.d_z,
-            f"pairs_{key}": paired.n, f"detectable_{key}": mde,
+            f"pairs_{key}": paired.n, f"sd_{key}": paired.sd, f"detectable_{key}": mde,
             f"test_delta_{key}": ci.diff if ci else math.nan,
             f"test_delta_{key}_low": ci.low if ci else math.nan,
             f"test_delta_{key}_high": ci.high if ci else math.nan,
@@ -188,7 +188,7 @@ def power_line(table: pd.DataFrame, report: dict) -> str:
             "much training randomness moves these numbers; run more seeds."
         )
     else:
-        paired_sd = float(np.nanmedian(_paired_sds(report, key)))
+        paired_sd = float(np.nanmedian(others[f"sd_{key}"].astype(float)))
         k = max(int(others[f"p_{key}"].notna().sum()), 1)  # the hypotheses Holm adjusts over
         strict = stats.detectable(paired_sd, pairs, stats.ALPHA / k)
         loose = stats.detectable(paired_sd, pairs, stats.ALPHA)
@@ -206,18 +206,6 @@ def power_line(table: pd.DataFrame, report: dict) -> str:
                 f"±{float(half.median()):.2g} wide (median)."
             )
     return text
-
-
-def _paired_sds(report: dict, key: str) -> list[float]:
-    runs, baseline = report["runs"], report["baseline"]
-    base = _seed_values(runs, baseline, key)
-    out = []
-    for variant in report["variants"]:
-        if variant != baseline:
-            paired = stats.paired_seeds(base, _seed_values(runs, variant, key))
-            if math.isfinite(paired.sd) and paired.n > 1:
-                out.append(paired.sd)
-    return out or [math.nan]
 
 
 def _pm(mean: float, std: float, digits: int = 4) -> str:
@@ -464,9 +452,7 @@ def run_report(params: Params, root: Path, recipe: str = "default") -> dict[str,
     experiment_id = tracking.use_store(root, params.mlflow_experiment)
     tags = {"ablab.stage": "report", "ablab.suites": ",".join(params.suites),
             "ablab.recipe": recipe}  # fmt: skip
-    commit = tracking.git_commit(root)
-    if commit:
-        tags["mlflow.source.git.commit"] = commit
+    tags.update(tracking.commit_tag(root))
     client = MlflowClient()
     for folder in suite_dirs:
         report = json.loads((folder / "runs.json").read_text())

@@ -111,9 +111,7 @@ def _parent_run(
     """The suite's MLflow parent run (its units are children; the report tags it)."""
     tags = {"ablab.suite": suite_name, "ablab.stage": "suite", "ablab.role": "suite",
             "ablab.experiment": suite.experiment, "ablab.recipe": recipe}  # fmt: skip
-    commit = tracking.git_commit(root)
-    if commit:
-        tags["mlflow.source.git.commit"] = commit
+    tags.update(tracking.commit_tag(root))
     name = f"suite/{suite_name}" + ("/full" if recipe == "full" else "")
     run = client.create_run(experiment_id, run_name=name, tags=tags)
     logged = {"seeds": suite.seeds, "baseline": suite.baseline_name(),

@@ -70,6 +70,12 @@ def git_commit(root: Path) -> str | None:
     return out.stdout.strip() or None
 
 
+def commit_tag(root: Path) -> dict[str, str]:
+    """MLflow's `mlflow.source.git.commit` tag for the checkout at root (none outside git)."""
+    commit = git_commit(root)
+    return {"mlflow.source.git.commit": commit} if commit else {}
+
+
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
     """Nested params -> {"train.lr": "0.001", ...}, the form MLflow params take."""
     flat: dict[str, str] = {}
@@ -94,10 +100,7 @@ def run_tags(
         "ablab.data_hash": data_hash,
         "ablab.stage": stage,
     }
-    commit = git_commit(root)
-    if commit:
-        tags["mlflow.source.git.commit"] = commit
-    return tags
+    return {**tags, **commit_tag(root)}
 
 
 def log_params(run_id: str, params: dict[str, str]) -> None:

@@ -146,9 +146,7 @@ def parent_run(params: Params, root: Path, study: optuna.Study) -> str:
         return found[0].info.run_id
     tags = {"ablab.study": tune.study_name, "ablab.stage": "tune", "ablab.role": "study",
             "ablab.experiment": tune.experiment}  # fmt: skip
-    commit = tracking.git_commit(root)
-    if commit:
-        tags["mlflow.source.git.commit"] = commit
+    tags.update(tracking.commit_tag(root))
     run = client.create_run(experiment_id, run_name=f"tune/{tune.study_name}", tags=tags)
     space = {k: {f: v for f, v in d.model_dump().items() if v is not None}
              for k, d in tune.space.items()}  # fmt: skip
