@@ -64,6 +64,22 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
         print(f"{name}: splits {meta['split_sizes']}, data hash {meta['data_hash']}")
 
 
+def cmd_evaluator(args: argparse.Namespace) -> None:
+    from ablab.evaluator import train_evaluator
+
+    params = load(args.params, args.set)
+    # the DVC stage's output exists even when no dataset needs an evaluator
+    (_root() / "data" / "evaluators").mkdir(parents=True, exist_ok=True)
+    for name in args.datasets or params.evaluator.datasets:
+        e = params.evaluator
+        info = train_evaluator(_root() / "data" / "processed", name, e.epochs, e.seed)
+        print(
+            f"{name}: evaluator test accuracy {info['test_accuracy']:.4f}, real train vs test "
+            f"frechet distance {info['real_frechet_distance']:.3f}, real test inception score "
+            f"{info['real_inception_score']:.2f} -> data/evaluators/{name}.pt"
+        )
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     params = load(args.params, args.set)
     names = args.experiments or list(params.experiments)
@@ -77,7 +93,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         try:
             metrics = run_experiment(params, name, _root())
         except DivergedError as exc:
-            print(f"error: experiment {name} diverged: {exc} (its MLflow run is FAILED)",
+            print(f"error: experiment {name} {exc.kind}: {exc} (its MLflow run is FAILED)",
                   file=sys.stderr)  # fmt: skip
             raise SystemExit(1) from None
         keys = ENTRIES[params.experiment(name).task].test_metrics
@@ -171,6 +187,11 @@ def parser() -> argparse.ArgumentParser:
     add("preprocess", cmd_preprocess, "raw data -> arrays and splits").add_argument(
         "datasets", nargs="*"
     )
+    add(
+        "evaluator",
+        cmd_evaluator,
+        "train the classifiers that score generated images (evaluator.datasets if none named)",
+    ).add_argument("datasets", nargs="*")
     add("train", cmd_train, "train experiments (all if none named)").add_argument(
         "experiments", nargs="*"
     )

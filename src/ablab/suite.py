@@ -54,9 +54,9 @@ def run_suite(
                     extra_tags={"mlflow.parentRunId": parent_id, "ablab.recipe": recipe},
                     thresholds=params.diagnose,
                 )  # fmt: skip
-            except DivergedError as exc:
-                print(f"  diverged: {exc}; the suite goes on", flush=True)
-                row.update(status="diverged", failure=str(exc), run_id=getattr(exc, "run_id", ""))
+            except DivergedError as exc:  # diverged or collapsed: recorded, the suite goes on
+                print(f"  {exc.kind}: {exc}; the suite goes on", flush=True)
+                row.update(status=exc.kind, failure=str(exc), run_id=getattr(exc, "run_id", ""))
                 row.update(summary={}, history=[])
             else:
                 row.update(status="finished", failure="", run_id=result.run_id)

@@ -122,13 +122,20 @@ def log_metrics(run_id: str, metrics: dict[str, float], step: int = 0) -> None:
 
 def log_artifacts(items: dict[str, Any]) -> None:
     """Into the active run: a matplotlib Figure as an image (then closed), a dict or list as
-    JSON (or YAML by its name), a str as text."""
+    JSON (or YAML by its name), bytes as a file (an encoded PNG or GIF), a str as text."""
+    import tempfile
+
     from matplotlib.figure import Figure
 
     from ablab.figures import close
 
     for name, item in items.items():
-        if isinstance(item, Figure):
+        if isinstance(item, bytes):
+            with tempfile.TemporaryDirectory(prefix="ablab-artifact-") as folder:
+                path = Path(folder) / Path(name).name
+                path.write_bytes(item)
+                mlflow.log_artifact(str(path), str(Path(name).parent) if "/" in name else None)
+        elif isinstance(item, Figure):
             mlflow.log_figure(item, name)
             close(item)
         elif isinstance(item, dict | list):

@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from torch import nn
 
 from ablab import diagnose, figures, tracking
-from ablab.config import DiagnoseParams, Experiment, Params
+from ablab.config import DiagnoseParams, Experiment, Params, lower_is_better
 from ablab.families import DivergedError, Family, Fit, family
 from ablab.files import write_atomic
 from ablab.models import count_parameters, dead_relu_fraction
@@ -34,7 +34,7 @@ logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 
 def curve_columns(fam: Family) -> list[str]:
     """curves.csv's columns for a family: its per-epoch values, the learning rate and time."""
-    return ["epoch", "train_loss", "train_objective", *fam.epoch_metrics, "lr", "epoch_seconds"]
+    return ["epoch", *fam.train_metrics, *fam.epoch_metrics, "lr", "epoch_seconds"]
 
 
 def write_results(
@@ -92,13 +92,13 @@ def _best_row(history: list[dict], monitor: str) -> dict:
     rows = [r for r in history if monitor in r]
     if not rows:
         return {}
-    pick = min if monitor in ("val_loss", "val_mae") else max
+    pick = min if lower_is_better(monitor) else max
     return pick(rows, key=lambda r: r[monitor])
 
 
 def _callbacks(exp: Experiment, fam: Family, run_id: str | None, ckpt_dir: str):
     stop = exp.train.early_stopping
-    mode = "min" if stop.monitor in ("val_loss", "val_mae") else "max"
+    mode = "min" if lower_is_better(stop.monitor) else "max"
     callbacks: list[pl.Callback] = [
         tracking.EpochLogger(run_id, fam.epoch_metrics),
         ModelCheckpoint(dirpath=ckpt_dir, monitor=stop.monitor, mode=mode, save_weights_only=True),
@@ -117,7 +117,8 @@ def _epoch_summary(exp: Experiment, history: list[dict], module) -> dict[str, fl
     hp = exp.train
     best = _best_row(history, hp.early_stopping.monitor)
     out: dict[str, float] = {"best_epoch": int(best.get("epoch", 0))}
-    out.update({f"best_{k}": best[k] for k in ("val_loss", "val_accuracy", "val_mae") if k in best})
+    kept = ("val_loss", "val_accuracy", "val_mae", "val_frechet_distance")
+    out.update({f"best_{k}": best[k] for k in kept if k in best})
     if history:
         tested = best if hp.test_checkpoint == "best" else history[-1]
         nan = float("nan")
@@ -157,15 +158,18 @@ def _fit(
             callbacks=callbacks,
             default_root_dir=ckpt_dir,
             fast_dev_run=fast_dev_run,
-            gradient_clip_val=hp.regularize.grad_clip,
+            # under manual optimization the module clips inside its step; Lightning refuses this
+            gradient_clip_val=(
+                hp.regularize.grad_clip if getattr(module, "automatic_optimization", True) else None
+            ),
         )
         try:
             fam.run(Fit(trainer, hp.test_checkpoint, fast_dev_run), module, data)
         except DivergedError as exc:
-            mlflow.set_tag("ablab.failure", f"diverged: {exc}")
+            mlflow.set_tag("ablab.failure", f"{exc.kind}: {exc}")
             exc.run_id = run_id
             history = callbacks[0].history
-            diagnosis.log(exp, run_id, history, {}, params, f"diverged: {exc}")
+            diagnosis.log(exp, run_id, history, {}, params, f"{exc.kind}: {exc}")
             raise
     fitted = fam.fitted_params(exp, module, data)
     if fitted:
@@ -266,7 +270,7 @@ def _cross_validate(
             try:
                 folds.append(_fit(exp, data, child.info.run_id, fast_dev_run, None, diagnosis))
             except DivergedError as exc:
-                mlflow.set_tag("ablab.failure", f"diverged in fold {i + 1}: {exc}")
+                mlflow.set_tag("ablab.failure", f"{exc.kind} in fold {i + 1}: {exc}")
                 exc.run_id = parent_id
                 raise
     summary: dict[str, float] = {}

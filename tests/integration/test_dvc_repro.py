@@ -1,5 +1,6 @@
 """`dvc repro` end to end on a tiny digits config, in a temporary git repo."""
 
+import copy
 import json
 import os
 import shutil
@@ -34,7 +35,15 @@ def repo(tmp_path):
     shutil.copytree(
         REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
     )
-    (root / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS))
+    tree = copy.deepcopy(TINY_PARAMS)  # and a GAN, scored by the evaluators stage's output
+    tree["evaluator"] = {"datasets": ["digits"], "epochs": 1}
+    tree["experiments"]["gan"] = {
+        "task": "generate",
+        "model": {"arch": "dcgan", "channels": [8, 8], "latent_size": 8, "collapse_entropy": 0},
+        "train": {"early_stopping": {"enabled": False, "monitor": "val_frechet_distance"},
+                  "lr": 0.002, "max_epochs": 2},
+    }  # fmt: skip
+    (root / "params.yaml").write_text(yaml.safe_dump(tree))
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
@@ -60,6 +69,9 @@ def test_dvc_repro_trains_every_experiment_and_suite_then_is_up_to_date(repo):
         assert (root / "results" / name / "curves.csv").exists()
     shown = json.loads(sh(["dvc", "metrics", "show", "--json"], root, env))
     assert "test_accuracy" in json.dumps(shown)
+    gan = json.loads((root / "results" / "gan" / "metrics.json").read_text())
+    assert gan["test_frechet_distance"] > gan["real_frechet_distance"] > 0
+    assert (root / "data" / "evaluators" / "digits.pt").exists()
 
     suite = json.loads((root / "results" / "suites" / "reg" / "metrics.json").read_text())
     assert set(suite) == {"baseline", "dropout"}
@@ -74,7 +86,7 @@ def test_dvc_repro_trains_every_experiment_and_suite_then_is_up_to_date(repo):
     runs = client.search_runs([experiment.experiment_id])
     names = sorted(r.info.run_name for r in runs)
     tuning = ["tune/ablab/trial-0", "tune/ablab/trial-1", "tune/ablab/best", "tune/ablab"]
-    assert names == sorted(["cnn", "mlp", "report", "suite/reg", *tuning] + [
+    assert names == sorted(["cnn", "gan", "mlp", "report", "suite/reg", *tuning] + [
         f"reg/{v}/seed{s}" for v in ("baseline", "dropout") for s in (1, 2)
     ])  # fmt: skip
     parent = next(r for r in runs if r.info.run_name == "suite/reg")

@@ -242,10 +242,10 @@ AE = "experiments.ae={task: reconstruct, model: {arch: autoencoder, hidden: [8],
         # every experiment says its family
         (
             ["experiments.x={model: {arch: mlp}}"],
-            "experiments.x.task: missing; allowed: 'classify', 'reconstruct', 'regress', "
-            "'translate'",
+            "experiments.x.task: missing; allowed: 'classify', 'generate', 'reconstruct', "
+            "'regress', 'translate'",
         ),
-        (["experiments.mlp.task=generate"], "experiments.mlp.task: got 'generate'; allowed:"),
+        (["experiments.mlp.task=explain"], "experiments.mlp.task: got 'explain'; allowed:"),
         # a key the family does not take is an unknown key, named
         (["experiments.mlp.model.code_size=4"], "experiments.mlp.model.code_size: unknown key"),
         (

@@ -14,15 +14,17 @@ PARAMS = load(REPO / "params.yaml")
 
 
 def prepare(root, dataset: str) -> None:
-    """Tiny data of the dataset's shape: random images or tokens; the real (small) series;
-    a few generated date pairs."""
+    """Tiny data of the dataset's shape: random images (with an evaluator trained on them) or
+    tokens; the real (small) series; a few generated date pairs."""
     from ablab.data.preprocess import preprocess_dates, preprocess_series
     from ablab.data.sources import fetch
+    from ablab.evaluator import train_evaluator
 
     processed = root / "data" / "processed"
     kind = DATASETS[dataset][0]
     if kind == "image":
         write_random_processed(processed, dataset, per_split=60)
+        train_evaluator(processed, dataset, epochs=1, seed=0)
     elif kind == "text":
         write_random_text(processed, dataset, per_split=60)
     elif kind == "series":
@@ -48,7 +50,9 @@ def test_experiment_runs_a_batch(name, tmp_path):
 def test_suite_runs_a_batch_of_every_variant(name, tmp_path):
     seed = PARAMS.suites[name].seeds[0]
     params = load(REPO / "params.yaml", [f"suites.{name}.seeds=[{seed}]"])
-    for dataset in {run.experiment.dataset for run in params.suite_runs(name)}:
+    runs = params.suite_runs(name)
+    sources = {getattr(run.experiment.model, "source", None) for run in runs} - {None}
+    for dataset in {run.experiment.dataset for run in runs} | sources:
         prepare(tmp_path, dataset)
     report = run_suite(params, name, tmp_path, fast_dev_run=2)
     assert len(report["runs"]) == len(PARAMS.suites[name].variant_overrides())

@@ -23,6 +23,7 @@ TINY = {
     "translate": ("dates", {"arch": "seq2seq", "embedding_dim": 4, "hidden_size": 8}),
     "reconstruct": ("digits", {"arch": "autoencoder", "hidden": [16], "code_size": 4,
                                "corruption": {"kind": "masking", "level": 0.3}}),
+    "generate": ("digits", {"arch": "dcgan", "channels": [4, 4], "conditional": True}),
 }  # fmt: skip
 
 
@@ -43,6 +44,7 @@ def test_family_runs_end_to_end_and_returns_real_artifacts(task, tmp_path):
         "seed": 3, "mlflow_experiment": "contract",
         "train": {"max_epochs": 1, "threads": 1, "log_model": False},
         "experiments": {"tiny": {"task": task, "model": model, "data": {"dataset": dataset}}},
+        "evaluator": {"datasets": [dataset] if task == "generate" else []},
     }  # fmt: skip
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tree))
     params = load(tmp_path / "params.yaml")
@@ -53,7 +55,8 @@ def test_family_runs_end_to_end_and_returns_real_artifacts(task, tmp_path):
     for key in fam.test_metrics:
         assert key in written and written[key] == summary[key], key
     curves = (tmp_path / "results" / "tiny" / "curves.csv").read_text().splitlines()
-    assert curves[0].split(",")[3 : 3 + len(fam.epoch_metrics)] == list(fam.epoch_metrics)
+    start = 1 + len(fam.train_metrics)
+    assert curves[0].split(",")[start : start + len(fam.epoch_metrics)] == list(fam.epoch_metrics)
     client = MlflowClient(tracking.tracking_uri(tmp_path))
     experiment = client.get_experiment_by_name("contract")
     (run,) = client.search_runs([experiment.experiment_id])

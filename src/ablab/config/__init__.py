@@ -5,6 +5,7 @@ resolves experiments. Modules: common (errors, types, datasets), data, training,
 from ablab.config.common import DATASETS, ConfigError
 from ablab.config.data import DataParams, ExperimentData, Skew
 from ablab.config.diagnose import DiagnoseParams
+from ablab.config.evaluator import EvaluatorParams
 from ablab.config.families import (
     ENTRIES,
     ExperimentEntry,
@@ -27,8 +28,9 @@ from ablab.config.training import Augment, TrainParams
 
 __all__ = [
     "DATASETS", "ENTRIES", "Augment", "AutoencoderParams", "CNNParams", "ConfigError",
-    "DataParams", "DiagnoseParams", "Experiment", "ExperimentData", "ExperimentEntry", "MLPParams",
-    "ModelParams", "Params", "RNNParams", "SearchDimension", "Seq2SeqParams", "Skew", "Suite",
-    "SuiteRun", "TfidfParams", "TrainParams", "TuneParams", "check_techniques", "load",
-    "lower_is_better", "nest_overrides", "parse_override", "report_metrics", "validate",
+    "DataParams", "DiagnoseParams", "EvaluatorParams", "Experiment", "ExperimentData",
+    "ExperimentEntry", "MLPParams", "ModelParams", "Params", "RNNParams", "SearchDimension",
+    "Seq2SeqParams", "Skew", "Suite", "SuiteRun", "TfidfParams", "TrainParams", "TuneParams",
+    "check_techniques", "load", "lower_is_better", "nest_overrides", "parse_override",
+    "report_metrics", "validate",
 ]  # fmt: skip

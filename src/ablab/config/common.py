@@ -37,8 +37,8 @@ class Strict(BaseModel):
 
 # union tags pydantic puts in an error's path; users never wrote them
 _TAGS = {
-    "model": {"mlp", "cnn", "rnn", "tfidf", "seq2seq", "autoencoder"},
-    "entry": {"classify", "regress", "translate", "reconstruct"},
+    "model": {"mlp", "cnn", "rnn", "tfidf", "seq2seq", "autoencoder", "gan", "dcgan", "cyclegan"},
+    "entry": {"classify", "regress", "translate", "reconstruct", "generate"},
 }
 
 

@@ -12,6 +12,9 @@ from ablab.config.data import ExperimentData
 from ablab.config.nets import (
     AutoencoderParams,
     CNNParams,
+    CycleGANParams,
+    DCGANParams,
+    GANParams,
     MLPParams,
     RNNParams,
     Seq2SeqParams,
@@ -21,7 +24,8 @@ from ablab.config.nets import (
 # which networks take which kind of input
 ARCH_INPUTS = {
     "mlp": ("image",), "cnn": ("image",), "rnn": ("text", "series"), "tfidf": ("text",),
-    "seq2seq": ("translation",), "autoencoder": ("image",),
+    "seq2seq": ("translation",), "autoencoder": ("image",), "gan": ("image",),
+    "dcgan": ("image",), "cyclegan": ("image",),
 }  # fmt: skip
 
 
@@ -35,6 +39,7 @@ class EntryBase(Strict):
     inputs: ClassVar[tuple[str, ...]]  # data kinds the family takes
     test_metrics: ClassVar[tuple[str, ...]]  # metrics.json; suites, report and tune read them
     epoch_metrics: ClassVar[tuple[str, ...]]  # validation values per epoch (monitor, pruning)
+    train_metrics: ClassVar[tuple[str, ...]] = ("train_loss", "train_objective")  # per epoch
     reported: ClassVar[tuple[str, ...]]  # what a suite's report tabulates, in order
     compared: ClassVar[tuple[str, ...]]  # compared with the baseline in the report
     headline: ClassVar[str]  # a suite's default headline
@@ -96,20 +101,49 @@ class ReconstructEntry(EntryBase):
     per_example = {"test_probe_accuracy": "accuracy"}  # the linear probe's predictions
 
 
+class GenerateEntry(EntryBase):
+    """GANs, scored by the dataset's evaluator (ablab.evaluator): distances in its feature
+    space, not Inception's. val_loss is the discriminator's loss on validation images and as
+    many generated ones; cgan adds test_conditional_accuracy, cyclegan test_mapped_accuracy
+    and test_unmapped_accuracy (the evaluator reading source images with and without the
+    mapping)."""
+
+    task: Literal["generate"]
+    model: Annotated[GANParams | DCGANParams | CycleGANParams, Field(discriminator="arch")]
+    inputs = ("image",)
+    test_metrics = (
+        "test_frechet_distance", "test_kernel_distance", "test_inception_score",
+        "test_class_entropy", "test_classifier_confidence",
+    )  # fmt: skip
+    epoch_metrics = ("val_loss", "val_frechet_distance")
+    # d_real, d_fake: the discriminator's mean probability of "real" for real and generated
+    # images (cycle_loss: cyclegan's)
+    train_metrics = ("d_loss", "g_loss", "d_real", "d_fake", "cycle_loss")
+    reported = (
+        "test_frechet_distance", "test_kernel_distance", "test_inception_score",
+        "test_class_entropy", "test_classifier_confidence", "test_conditional_accuracy",
+        "test_mapped_accuracy", "test_unmapped_accuracy", "real_frechet_distance",
+    )  # fmt: skip
+    compared = ("test_frechet_distance", "test_inception_score", "test_class_entropy")
+    headline = "test_frechet_distance"
+
+
 ENTRIES: dict[str, type[EntryBase]] = {
     "classify": ClassifyEntry,
     "regress": RegressEntry,
     "translate": TranslateEntry,
     "reconstruct": ReconstructEntry,
+    "generate": GenerateEntry,
 }
 ExperimentEntry = Annotated[
-    ClassifyEntry | RegressEntry | TranslateEntry | ReconstructEntry, Field(discriminator="task")
+    ClassifyEntry | RegressEntry | TranslateEntry | ReconstructEntry | GenerateEntry,
+    Field(discriminator="task"),
 ]
 
 
 def lower_is_better(metric: str) -> bool:
     """Losses and errors go down when a model gets better; accuracies and scores go up."""
-    return any(word in metric for word in ("loss", "mae", "rmse", "gap"))
+    return any(word in metric for word in ("loss", "mae", "rmse", "gap", "distance"))
 
 
 def report_metrics(task: str) -> tuple[str, ...]:
@@ -145,6 +179,15 @@ def check_techniques(exp) -> None:
             "train.regularize.input_noise would corrupt the autoencoder's target too: use "
             "model.corruption {kind: gaussian, level: ...} for a denoising autoencoder"
         )
+    if exp.task == "generate":
+        used = [f"train.regularize.{k}" for k, v in reg.model_dump().items()
+                if k != "grad_clip" and v]  # fmt: skip
+        used += ["train.augment"] if aug.enabled else []
+        if used:
+            raise ValueError(
+                f"{', '.join(used)}: not for task generate (its knobs are model.label_smoothing, "
+                "d_steps, spectral_norm, d_dropout; train.regularize.grad_clip clips both nets)"
+            )
     if reg.dropconnect and not _hidden_linear_layers(exp.model):
         raise ValueError(
             "train.regularize.dropconnect needs a hidden linear layer; this model has none "

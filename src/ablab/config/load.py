@@ -12,10 +12,14 @@ from pydantic import Field, TypeAdapter, ValidationError
 from ablab.config.common import DATASETS, ConfigError, Strict, describe, invalid
 from ablab.config.data import DataParams, Skew
 from ablab.config.diagnose import DiagnoseParams
+from ablab.config.evaluator import EvaluatorParams
 from ablab.config.families import ENTRIES, ExperimentEntry, check_techniques
 from ablab.config.nets import (
     AutoencoderParams,
     CNNParams,
+    CycleGANParams,
+    DCGANParams,
+    GANParams,
     MLPParams,
     RNNParams,
     Seq2SeqParams,
@@ -26,7 +30,15 @@ from ablab.config.search import Suite, TuneParams
 from ablab.config.training import TrainParams
 
 ModelParams = Annotated[
-    MLPParams | CNNParams | RNNParams | TfidfParams | Seq2SeqParams | AutoencoderParams,
+    MLPParams
+    | CNNParams
+    | RNNParams
+    | TfidfParams
+    | Seq2SeqParams
+    | AutoencoderParams
+    | GANParams
+    | DCGANParams
+    | CycleGANParams,
     Field(discriminator="arch"),
 ]
 _ENTRY = TypeAdapter(ExperimentEntry)
@@ -63,6 +75,7 @@ class Params(Strict):
     suites: dict[str, Suite] = {}
     tune: TuneParams | None = None
     diagnose: DiagnoseParams = DiagnoseParams()
+    evaluator: EvaluatorParams = EvaluatorParams()
 
     def experiment(self, name: str) -> Experiment:
         """The experiment `name` with every default filled in."""
@@ -156,13 +169,28 @@ class Params(Strict):
         return _resolved(self, tune.experiment, entry, self.seed if seed is None else seed, "tune")
 
     def datasets(self) -> list[str]:
-        """Every dataset some experiment or suite uses, in a stable order."""
-        used = {self.experiment(name).dataset for name in self.experiments}
-        for suite in self.suites:
-            used |= {run.experiment.dataset for run in self.suite_runs(suite)}
-        if self.tune is not None:
-            used.add(self.experiment(self.tune.experiment).dataset)
+        """Every dataset some experiment, suite or evaluator uses, in a stable order."""
+        used = {d for exp in self._all_experiments() for d in _datasets(exp)}
+        used |= set(self.evaluator.datasets)
         return [d for d in DATASETS if d in used]
+
+    def _all_experiments(self) -> list[Experiment]:
+        found = [self.experiment(name) for name in self.experiments]
+        for suite in self.suites:
+            found += [run.experiment for run in self.suite_runs(suite)]
+        if self.tune is not None:
+            found.append(self.experiment(self.tune.experiment))
+        return found
+
+    def check_evaluators(self) -> None:
+        """Every generating experiment's dataset has an evaluator (ConfigError names it)."""
+        missing = sorted({exp.dataset for exp in self._all_experiments()
+                          if exp.task == "generate"} - set(self.evaluator.datasets))  # fmt: skip
+        if missing:
+            raise ConfigError(
+                f"params.yaml: evaluator.datasets: task generate is scored by each dataset's "
+                f"evaluator; add {', '.join(missing)} (now {self.evaluator.datasets})"
+            )
 
 
 def _entry(tree: dict, where: str):
@@ -184,6 +212,12 @@ def _resolved(params: Params, name: str, entry, seed: int, where: str) -> Experi
         raise invalid("params.yaml", [f"{where}: {exc}"]) from None
 
 
+def _datasets(exp: Experiment) -> list[str]:
+    """The experiment's dataset, and a mapping's source domain."""
+    source = getattr(exp.model, "source", None)
+    return [exp.dataset, *([source] if source else [])]
+
+
 def _first(override: Any, default: Any) -> Any:
     return override if override is not None else default
 
@@ -203,6 +237,7 @@ def validate(tree: dict, source: str = "params.yaml") -> Params:
             full.suite_runs(name)  # the full recipe's variants are checked too
         if params.tune is not None:  # an unknown hyperparameter name fails here, named
             params.tuned_experiment({k: d.lowest() for k, d in params.tune.space.items()})
+        params.check_evaluators()
     except ConfigError as exc:
         raise ConfigError(str(exc).replace("params.yaml", source, 1)) from None
     return params

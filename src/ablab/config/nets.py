@@ -145,3 +145,54 @@ class AutoencoderParams(Strict):
                 f"needs code_activation 'sigmoid'; got {self.code_activation!r}"
             )
         return self
+
+
+class AdversarialParams(Strict):
+    """What every GAN shares: the optimizer's momentum and the discriminator's game."""
+
+    beta1: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.5  # Adam's beta1 (Radford et al.: 0.5)
+    label_smoothing: Annotated[float, Field(ge=0.0, lt=0.5)] = 0.0  # D's real target 1 - this
+    d_steps: Annotated[int, Field(ge=1, le=10)] = 1  # discriminator updates per generator update
+    spectral_norm: bool = False  # on the discriminator's layers (Miyato et al. 2018)
+    d_dropout: Probability = 0.0  # in the discriminator
+    # the run fails as collapsed when the test samples' class entropy (nats) is below this
+    collapse_entropy: Annotated[float, Field(ge=0.0)] = 0.5
+
+
+class GANParams(AdversarialParams):
+    """The MLP GAN (Goodfellow et al. 2014): dense generator of `hidden` widths (ReLU, tanh
+    out), discriminator of the widths reversed (LeakyReLU); non-saturating generator loss."""
+
+    arch: Literal["gan"]
+    latent_size: Annotated[int, Field(ge=1, le=4096)] = 64
+    hidden: Widths = [256, 512]
+    batch_norm: bool = False  # in the generator's hidden layers (not in Goodfellow et al.)
+    conditional: bool = False  # class in, to both networks (Mirza & Osindero 2014)
+
+
+class DCGANParams(AdversarialParams):
+    """DCGAN (Radford et al. 2015): strided transposed convs with BatchNorm and ReLU in the
+    generator, strided convs with LeakyReLU in the discriminator; `channels` from the
+    generator's first maps down (the discriminator mirrors them)."""
+
+    arch: Literal["dcgan"]
+    latent_size: Annotated[int, Field(ge=1, le=4096)] = 64
+    channels: Annotated[list[Annotated[int, Field(ge=1, le=4096)]], Field(min_length=1)] = [
+        64,
+        32,
+    ]
+    conditional: bool = False  # class in, to both networks: samples of a chosen class
+
+
+class CycleGANParams(AdversarialParams):
+    """CycleGAN (Zhu et al. 2017): maps `source` images into the experiment's dataset and back
+    without pairs: least-squares adversarial losses, cycle consistency (weight `cycle_weight`)
+    and optionally identity (`identity_weight`). Source images are resized to the target's
+    MNIST layout (a 20x20 box centred in 28x28)."""
+
+    arch: Literal["cyclegan"]
+    source: Literal["digits", "mnist", "fashion_mnist"] = "digits"
+    width: Annotated[int, Field(ge=1, le=1024)] = 16
+    residual_blocks: Annotated[int, Field(ge=0, le=16)] = 1
+    cycle_weight: NonNegative = 10.0
+    identity_weight: NonNegative = 5.0  # 0.5 x cycle_weight, as Zhu et al.; keeps the class here

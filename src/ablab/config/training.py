@@ -12,7 +12,9 @@ from ablab.config.common import NonNegative, Optimizer, Positive, Probability, S
 class EarlyStopping(Strict):
     enabled: bool = True
     # which values a family reports per epoch is the family's: checked when an experiment resolves
-    monitor: Literal["val_loss", "val_accuracy", "val_macro_f1", "val_mae"] = "val_loss"
+    monitor: Literal[
+        "val_loss", "val_accuracy", "val_macro_f1", "val_mae", "val_frechet_distance"
+    ] = "val_loss"
     patience: Annotated[int, Field(ge=1)] = 3
     min_delta: Annotated[float, Field(ge=0.0)] = 0.0
 

@@ -3,14 +3,15 @@ Adding a family costs its module, its schema in `ablab.config.families` and one 
 
 from __future__ import annotations
 
-from ablab.families.base import DivergedError, Family, Fit
+from ablab.families.base import CollapsedError, DivergedError, Family, Fit
 from ablab.families.classify import Classify
+from ablab.families.generate import Generate
 from ablab.families.reconstruct import Reconstruct
 from ablab.families.regress import Regress
 from ablab.families.translate import Translate
 
 FAMILIES: dict[str, Family] = {
-    f.name: f for f in (Classify(), Regress(), Translate(), Reconstruct())
+    f.name: f for f in (Classify(), Regress(), Translate(), Reconstruct(), Generate())
 }
 
 
@@ -19,4 +20,4 @@ def family(name: str) -> Family:
     return FAMILIES[name]
 
 
-__all__ = ["FAMILIES", "DivergedError", "Family", "Fit", "family"]
+__all__ = ["FAMILIES", "CollapsedError", "DivergedError", "Family", "Fit", "family"]

@@ -23,7 +23,16 @@ from ablab.optim import make_optimizer, make_scheduler
 
 
 class DivergedError(RuntimeError):
-    """The training loss became NaN or infinite."""
+    """Training failed in a way that ends its run FAILED but not its suite: the loss became
+    NaN or infinite. `kind` names the failure in the ablab.failure tag and a suite's runs."""
+
+    kind = "diverged"
+
+
+class CollapsedError(DivergedError):
+    """A generator's samples collapsed onto few classes."""
+
+    kind = "collapsed"
 
 
 def as_logged(value: float | torch.Tensor) -> float:
@@ -184,6 +193,10 @@ class Family(ABC):
     @property
     def epoch_metrics(self) -> tuple[str, ...]:
         return self.schema.epoch_metrics
+
+    @property
+    def train_metrics(self) -> tuple[str, ...]:
+        return self.schema.train_metrics
 
     @abstractmethod
     def data(

@@ -1,0 +1,154 @@
+"""Generators and discriminators for images in [-1, 1]: the MLP GAN (Goodfellow et al. 2014),
+DCGAN (Radford et al. 2015), their class-conditional forms (labels in, Mirza & Osindero 2014),
+and CycleGAN's image-to-image mapper and PatchGAN discriminator (Zhu et al. 2017). No in-place
+activations: explanations and hooks read these networks too."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn.functional import one_hot
+from torch.nn.utils.parametrizations import spectral_norm
+
+
+def _sn(layer: nn.Module, on: bool) -> nn.Module:
+    return spectral_norm(layer) if on else layer
+
+
+class Generator(nn.Module):
+    """z (and a class, when conditional) -> image. `body` maps the latent (+ one-hot class)
+    vector to the image."""
+
+    def __init__(self, body: nn.Module, latent_size: int, num_classes: int) -> None:
+        super().__init__()
+        self.body, self.latent_size, self.num_classes = body, latent_size, num_classes
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.num_classes:
+            z = torch.cat([z, one_hot(labels, self.num_classes).to(z.dtype)], 1)
+        return self.body(z)
+
+
+class Discriminator(nn.Module):
+    """image (and its class, when conditional) -> one logit per image: real or generated.
+    A conditional discriminator sees the class as extra input: one-hot features appended to
+    the flat image (mlp) or one constant plane per class (conv)."""
+
+    def __init__(self, body: nn.Module, num_classes: int, planes: bool) -> None:
+        super().__init__()
+        self.body, self.num_classes, self.planes = body, num_classes, planes
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.num_classes:
+            code = one_hot(labels, self.num_classes).to(x.dtype)
+            if self.planes:
+                code = code[:, :, None, None].expand(-1, -1, *x.shape[2:])
+                x = torch.cat([x, code], 1)
+            else:
+                x = torch.cat([x.flatten(1), code], 1)
+        return self.body(x).flatten(1).mean(1)  # one logit (or a patch map's mean)
+
+
+def build_mlp_gan(
+    image_shape: tuple[int, ...], hidden: Sequence[int], latent_size: int, num_classes: int = 0,
+    spectral: bool = False, dropout: float = 0.0, batch_norm: bool = False,
+) -> tuple[Generator, Discriminator]:  # fmt: skip
+    """Dense generator (`hidden` widths, BatchNorm if asked, ReLU; tanh out) and discriminator
+    (the widths reversed, LeakyReLU 0.2, dropout)."""
+    pixels = int(torch.tensor(image_shape).prod())
+    layers: list[nn.Module] = []
+    fan_in = latent_size + num_classes
+    for width in hidden:
+        layers.append(nn.Linear(fan_in, width, bias=not batch_norm))
+        layers += [nn.BatchNorm1d(width), nn.ReLU()] if batch_norm else [nn.ReLU()]
+        fan_in = width
+    layers += [nn.Linear(fan_in, pixels), nn.Tanh(), nn.Unflatten(1, tuple(image_shape))]
+    generator = Generator(nn.Sequential(*layers), latent_size, num_classes)
+    layers = [nn.Flatten()]
+    fan_in = pixels + num_classes
+    for width in reversed(hidden):
+        layers += [_sn(nn.Linear(fan_in, width), spectral), nn.LeakyReLU(0.2)]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+        fan_in = width
+    layers.append(_sn(nn.Linear(fan_in, 1), spectral))
+    # Flatten first: a conditional input arrives already flat (image and class together)
+    return generator, Discriminator(nn.Sequential(*layers), num_classes, planes=False)
+
+
+def build_dcgan(
+    image_shape: tuple[int, ...], channels: Sequence[int], latent_size: int,
+    num_classes: int = 0, spectral: bool = False, dropout: float = 0.0,
+) -> tuple[Generator, Discriminator]:  # fmt: skip
+    """DCGAN: the generator projects z to channels[0] maps of size H / 2^k, then k strided
+    transposed convolutions (BatchNorm, ReLU; tanh out) double it back; the discriminator is
+    the mirror (strided convs, LeakyReLU 0.2, BatchNorm after the first; no BatchNorm with
+    spectral norm), then one linear logit. k = len(channels); H and W divisible by 2^k."""
+    c, h, w = image_shape
+    k = len(channels)
+    if h % 2**k or w % 2**k:
+        raise ValueError(
+            f"dcgan with {k} channel entries halves the image {k} times: {h}x{w} is not "
+            f"divisible by {2**k} (use fewer channels entries)"
+        )
+    h0, w0 = h // 2**k, w // 2**k
+    widths = list(channels)
+    layers: list[nn.Module] = [
+        nn.Linear(latent_size + num_classes, widths[0] * h0 * w0, bias=False),
+        nn.BatchNorm1d(widths[0] * h0 * w0), nn.ReLU(), nn.Unflatten(1, (widths[0], h0, w0)),
+    ]  # fmt: skip
+    for i in range(k):
+        out = widths[i + 1] if i + 1 < k else c
+        last = i + 1 == k
+        layers.append(nn.ConvTranspose2d(widths[i], out, 4, 2, 1, bias=last))
+        layers += [nn.Tanh()] if last else [nn.BatchNorm2d(out), nn.ReLU()]
+    generator = Generator(nn.Sequential(*layers), latent_size, num_classes)
+    layers = []
+    fan_in = c + num_classes
+    for i, width in enumerate(reversed(widths)):
+        norm = i > 0 and not spectral
+        layers.append(_sn(nn.Conv2d(fan_in, width, 4, 2, 1, bias=not norm), spectral))
+        if norm:
+            layers.append(nn.BatchNorm2d(width))
+        layers.append(nn.LeakyReLU(0.2))
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+        fan_in = width
+    layers += [nn.Flatten(), _sn(nn.Linear(fan_in * h0 * w0, 1), spectral)]
+    return generator, Discriminator(nn.Sequential(*layers), num_classes, planes=True)
+
+
+class _Residual(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(width, width, 3, 1, 1), nn.InstanceNorm2d(width), nn.ReLU(),
+            nn.Conv2d(width, width, 3, 1, 1), nn.InstanceNorm2d(width),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+def build_mapper(image_channels: int, width: int, residual_blocks: int) -> nn.Sequential:
+    """CycleGAN's generator at small scale: conv, one strided conv down, residual blocks,
+    one transposed conv up, conv to the image (instance norm, ReLU, tanh out)."""
+    return nn.Sequential(
+        nn.Conv2d(image_channels, width, 3, 1, 1), nn.InstanceNorm2d(width), nn.ReLU(),
+        nn.Conv2d(width, 2 * width, 4, 2, 1), nn.InstanceNorm2d(2 * width), nn.ReLU(),
+        *[_Residual(2 * width) for _ in range(residual_blocks)],
+        nn.ConvTranspose2d(2 * width, width, 4, 2, 1), nn.InstanceNorm2d(width), nn.ReLU(),
+        nn.Conv2d(width, image_channels, 3, 1, 1), nn.Tanh(),
+    )  # fmt: skip
+
+
+def build_patch_discriminator(image_channels: int, width: int, spectral: bool = False):
+    """PatchGAN: a map of logits, one per overlapping patch (two strided convs, then a conv)."""
+    norm = [] if spectral else [nn.InstanceNorm2d(2 * width)]
+    return nn.Sequential(
+        _sn(nn.Conv2d(image_channels, width, 4, 2, 1), spectral), nn.LeakyReLU(0.2),
+        _sn(nn.Conv2d(width, 2 * width, 4, 2, 1), spectral), *norm, nn.LeakyReLU(0.2),
+        _sn(nn.Conv2d(2 * width, 1, 3, 1, 1), spectral),
+    )  # fmt: skip
