@@ -130,7 +130,7 @@ def test_a_non_finite_loss_ends_the_epoch_as_diverged():
 
 
 def _gans_params(root, collapse: float):
-    model = {"channels": [8, 8], "latent_size": 8}
+    model = {"channels": [8, 8], "latent_size": 8, "collapse_entropy": 0.0}  # only one may fail
     tree = {
         "seed": 1, "mlflow_experiment": "gans-test",
         "data": {"dataset": "digits", "val_fraction": 0.15, "test_fraction": 0.2},
@@ -140,8 +140,9 @@ def _gans_params(root, collapse: float):
         "evaluator": {"datasets": ["digits"]},
         "experiments": {"dcgan": {"task": "generate", "model": {"arch": "dcgan", **model}}},
         "suites": {"gans": {"experiment": "dcgan", "seeds": [1], "variants": {
-            "dcgan": {},
-            "cgan": {"model.conditional": True, "train.regularize.grad_clip": 1.0},
+            "dcgan": {"train.schedule": {"name": "plateau"}},  # stepped by hand, on val FD
+            "cgan": {"model.conditional": True, "train.regularize.grad_clip": 1.0,
+                     "train.schedule": {"name": "cosine"}},
             "collapsing": {"model.collapse_entropy": collapse},
             "cyclegan": {"model": {"arch": "cyclegan", "source": "digits", "width": 4,
                                    "residual_blocks": 0}},
@@ -187,3 +188,39 @@ def test_gans_suite_scores_each_model_and_a_collapsed_run_fails_alone(digits_eva
     cgan = client.get_run(runs["cgan"]["run_id"])
     steps = client.get_metric_history(cgan.info.run_id, "val_frechet_distance")
     assert [m.step for m in steps] == [0, 1]
+    lrs = [m.value for m in client.get_metric_history(cgan.info.run_id, "lr")]
+    assert lrs[0] == pytest.approx(0.002) and lrs[1] < lrs[0]  # the cosine schedule stepped
+
+
+def test_gan_augment_adds_generated_images_normalised_like_the_real_ones(digits_evaluator):
+    import lightning.pytorch as pl
+
+    from ablab.data.datamodules import ImageDataModule
+    from ablab.families import Fit
+    from ablab.families.generate import add_generated
+
+    root, _ = digits_evaluator
+    data = ImageDataModule(root / "data" / "processed" / "digits", 64, 3, subset=200)
+    data.setup()
+    x, y = data.tensors["train"].tensors
+    fit = Fit(pl.Trainer(logger=False), fast_dev_run=False)
+    add_generated(fit, data, samples=30, epochs=2, hidden=[8, 8], lr=1e-3)
+    x2, y2 = data.tensors["train"].tensors
+    assert len(x2) == len(x) + 30 and torch.equal(x2[: len(x)], x)
+    assert y2[len(x) :].tolist() == [i % 10 for i in range(30)]
+    lowest, highest = (
+        -data.meta["mean"] / data.meta["std"],
+        (1 - data.meta["mean"]) / data.meta["std"],
+    )
+    made = x2[len(x) :]
+    assert made.min() >= lowest - 1e-5 and made.max() <= highest + 1e-5
+    assert data.meta["generated_size"] == 30
+
+
+def test_gan_augment_is_refused_where_there_is_no_image_classifier(tmp_path):
+    tree = {"experiments": {"ae": {"task": "reconstruct",
+                                   "model": {"arch": "autoencoder"},
+                                   "train": {"gan_augment": {"samples": 100}}}}}  # fmt: skip
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tree))
+    with pytest.raises(ConfigError, match="train.gan_augment: generated images are added"):
+        load(tmp_path / "params.yaml")

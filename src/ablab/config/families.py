@@ -179,6 +179,12 @@ def check_techniques(exp) -> None:
             "train.regularize.input_noise would corrupt the autoencoder's target too: use "
             "model.corruption {kind: gaussian, level: ...} for a denoising autoencoder"
         )
+    if exp.train.gan_augment.samples and (exp.task != "classify" or kind != "image"
+                                          or exp.model.arch not in ("mlp", "cnn")):  # fmt: skip
+        raise ValueError(
+            "train.gan_augment: generated images are added to an image classifier's training "
+            f"set (task classify, arch mlp or cnn); this is task {exp.task}, {exp.model.arch}"
+        )
     if exp.task == "generate":
         used = [f"train.regularize.{k}" for k, v in reg.model_dump().items()
                 if k != "grad_clip" and v]  # fmt: skip

@@ -167,7 +167,10 @@ class GANParams(AdversarialParams):
     latent_size: Annotated[int, Field(ge=1, le=4096)] = 64
     hidden: Widths = [256, 512]
     batch_norm: bool = False  # in the generator's hidden layers (not in Goodfellow et al.)
-    conditional: bool = False  # class in, to both networks (Mirza & Osindero 2014)
+    conditional: bool = False  # class in, to both networks
+    # how the discriminator takes the class: projection (Miyato & Koyama 2018) or concat
+    # (appended to its input, Mirza & Osindero 2014)
+    conditioning: Literal["projection", "concat"] = "projection"
 
 
 class DCGANParams(AdversarialParams):
@@ -182,6 +185,7 @@ class DCGANParams(AdversarialParams):
         32,
     ]
     conditional: bool = False  # class in, to both networks: samples of a chosen class
+    conditioning: Literal["projection", "concat"] = "projection"  # as for gan
 
 
 class CycleGANParams(AdversarialParams):

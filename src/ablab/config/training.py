@@ -62,6 +62,21 @@ class Augment(Strict):
         return bool(self.shift or self.hflip or self.rotation or self.erasing)
 
 
+class GanAugment(Strict):
+    """Generated training images: a class-conditional MLP GAN (the `gan` arch: BatchNorm in
+    the generator, a projection discriminator; Adam, beta1 0.5, batch 64) trained on the run's
+    own training images alone, then `samples` of its images, the classes in turn, added to the
+    training set. 0 samples: off."""
+
+    samples: Annotated[int, Field(ge=0, le=1_000_000)] = 0
+    epochs: Annotated[int, Field(ge=1, le=10000)] = 100  # the GAN's
+    hidden: Annotated[list[Annotated[int, Field(ge=1, le=65536)]], Field(min_length=1)] = [
+        256,
+        512,
+    ]
+    lr: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-3
+
+
 class TrainParams(Strict):
     max_epochs: Annotated[int, Field(ge=1, le=1000)] = 10
     batch_size: Annotated[int, Field(ge=1, le=65536)] = 128
@@ -73,6 +88,7 @@ class TrainParams(Strict):
     early_stopping: EarlyStopping = EarlyStopping()
     regularize: Regularize = Regularize()
     augment: Augment = Augment()
+    gan_augment: GanAugment = GanAugment()
     # how training treats unequal classes: reweight the loss, the sampler, or resample the set
     imbalance: Literal[
         "none", "weighted_loss", "weighted_sampling", "oversample", "undersample"

@@ -71,6 +71,7 @@ class ClassificationTask(Task):
         disturb_label: float = 0.0,
         max_norm: float | None = None,
         class_weights: torch.Tensor | None = None,
+        gan_augment: dict | None = None,  # Classify.run adds a GAN's images before fitting
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "class_weights"])
@@ -221,13 +222,18 @@ class Classify(Family):
             net, len(data.classes), **optimizer_hparams(exp),
             label_smoothing=reg.label_smoothing, l1=reg.l1, l2=reg.l2,
             disturb_label=reg.disturb_label, max_norm=reg.max_norm, class_weights=weights,
+            gan_augment=hp.gan_augment.model_dump() if hp.gan_augment.samples else None,
         )  # fmt: skip
 
     def run(self, fit: Fit, module, data) -> None:
         if isinstance(module, TfidfBaseline):
             module.fit_and_test(data)
-        else:
-            super().run(fit, module, data)
+            return
+        if module.hparams.gan_augment:
+            from ablab.families.generate import add_generated
+
+            add_generated(fit, data, **module.hparams.gan_augment)
+        super().run(fit, module, data)
 
     def params(self, exp: Experiment, module, data) -> dict:
         if isinstance(module, TfidfBaseline):

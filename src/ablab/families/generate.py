@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
 
 from ablab import evaluator as quality
 from ablab.config import Experiment
@@ -431,7 +433,7 @@ class Generate(Family):
                 )  # fmt: skip
             else:
                 k = classes if m.conditional else 0
-                options = (m.latent_size, k, m.spectral_norm, m.d_dropout)
+                options = (m.latent_size, k, m.spectral_norm, m.d_dropout, m.conditioning)
                 if m.arch == "gan":
                     generator, discriminator = build_mlp_gan(
                         shape, m.hidden, *options, batch_norm=m.batch_norm
@@ -526,6 +528,32 @@ def interpolation(module: GANTask, rows: int = 6, steps: int = 10) -> torch.Tens
     )
     with torch.no_grad():
         return to_image(module.generator(z, labels))
+
+
+def add_generated(fit: Fit, data: ImageDataModule, samples: int, epochs: int,
+                  hidden: list[int], lr: float) -> None:  # fmt: skip
+    """GAN as data augmentation: a class-conditional MLP GAN (BatchNorm in the generator, a
+    projection discriminator; Adam, beta1 0.5, batch 64) trained on the data module's training
+    images alone, then `samples` of its images, the classes in turn, appended to the training
+    set (normalised like it)."""
+    x, y = data.tensors["train"].tensors
+    mean, std = data.meta["mean"], data.meta["std"]
+    images = (x * std + mean).clamp(0, 1)
+    k, seed = len(data.classes), data.seed
+    generator, discriminator = build_mlp_gan(tuple(x.shape[1:]), hidden, 64, k, batch_norm=True)
+    task = GANTask(generator, discriminator, k, 64, lr=lr, max_epochs=epochs, seed=seed,
+                   schedule={"name": "none"})  # fmt: skip
+    dataset = TensorDataset(images, y)
+    order = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
+    loader = DataLoader(dataset, sampler=BatchSampler(order, 64, False), batch_size=None)
+    with warnings.catch_warnings():  # no validation here: the GAN is scored by the classifier
+        warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
+        fit.plain_trainer(epochs).fit(task, train_dataloaders=loader)
+    task.eval()
+    labels = torch.arange(samples) % k
+    made = (task.sample(samples, seed + TEST_SEED_OFFSET, labels) - mean) / std
+    data.tensors["train"] = TensorDataset(torch.cat([x, made]), torch.cat([y, labels]))
+    data.meta["generated_size"] = samples
 
 
 def _source(exp: Experiment, data: ImageDataModule) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

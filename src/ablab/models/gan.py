@@ -1,5 +1,6 @@
 """Generators and discriminators for images in [-1, 1]: the MLP GAN (Goodfellow et al. 2014),
-DCGAN (Radford et al. 2015), their class-conditional forms (labels in, Mirza & Osindero 2014),
+DCGAN (Radford et al. 2015), their class-conditional forms (the class into both networks:
+one-hot after z in the generator, a projection in the discriminator),
 and CycleGAN's image-to-image mapper and PatchGAN discriminator (Zhu et al. 2017). No in-place
 activations: explanations and hooks read these networks too."""
 
@@ -33,27 +34,40 @@ class Generator(nn.Module):
 
 class Discriminator(nn.Module):
     """image (and its class, when conditional) -> one logit per image: real or generated.
-    A conditional discriminator sees the class as extra input: one-hot features appended to
-    the flat image (mlp) or one constant plane per class (conv)."""
+    `features` maps the image to a vector h of `width`; the logit is a linear function of h.
+    A conditional discriminator takes the class by `conditioning`: `concat` (Mirza & Osindero
+    2014) appends it to the input, one-hot after the flat image (mlp) or as one constant plane
+    per class (conv), and `features` was built for the wider input; `projection` (Miyato &
+    Koyama 2018) adds <embed(class), h> to the logit."""
 
-    def __init__(self, body: nn.Module, num_classes: int, planes: bool) -> None:
+    def __init__(self, features: nn.Module, width: int, num_classes: int, spectral: bool,
+                 conditioning: str = "projection", planes: bool = False) -> None:  # fmt: skip
         super().__init__()
-        self.body, self.num_classes, self.planes = body, num_classes, planes
+        self.features, self.num_classes = features, num_classes
+        self.head = _sn(nn.Linear(width, 1), spectral)
+        self.concat = bool(num_classes) and conditioning == "concat"
+        self.planes = planes
+        project = num_classes and conditioning == "projection"
+        self.embed = nn.Embedding(num_classes, width) if project else None
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        if self.num_classes:
+        if self.concat:
             code = one_hot(labels, self.num_classes).to(x.dtype)
             if self.planes:
-                code = code[:, :, None, None].expand(-1, -1, *x.shape[2:])
-                x = torch.cat([x, code], 1)
+                x = torch.cat([x, code[:, :, None, None].expand(-1, -1, *x.shape[2:])], 1)
             else:
                 x = torch.cat([x.flatten(1), code], 1)
-        return self.body(x).flatten(1).mean(1)  # one logit (or a patch map's mean)
+        h = self.features(x)
+        logit = self.head(h)[:, 0]
+        if self.embed is not None:
+            logit = logit + (self.embed(labels) * h).sum(1)
+        return logit
 
 
 def build_mlp_gan(
     image_shape: tuple[int, ...], hidden: Sequence[int], latent_size: int, num_classes: int = 0,
-    spectral: bool = False, dropout: float = 0.0, batch_norm: bool = False,
+    spectral: bool = False, dropout: float = 0.0, conditioning: str = "projection",
+    batch_norm: bool = False,
 ) -> tuple[Generator, Discriminator]:  # fmt: skip
     """Dense generator (`hidden` widths, BatchNorm if asked, ReLU; tanh out) and discriminator
     (the widths reversed, LeakyReLU 0.2, dropout)."""
@@ -67,20 +81,20 @@ def build_mlp_gan(
     layers += [nn.Linear(fan_in, pixels), nn.Tanh(), nn.Unflatten(1, tuple(image_shape))]
     generator = Generator(nn.Sequential(*layers), latent_size, num_classes)
     layers = [nn.Flatten()]
-    fan_in = pixels + num_classes
+    fan_in = pixels + (num_classes if conditioning == "concat" else 0)
     for width in reversed(hidden):
         layers += [_sn(nn.Linear(fan_in, width), spectral), nn.LeakyReLU(0.2)]
         if dropout:
             layers.append(nn.Dropout(dropout))
         fan_in = width
-    layers.append(_sn(nn.Linear(fan_in, 1), spectral))
-    # Flatten first: a conditional input arrives already flat (image and class together)
-    return generator, Discriminator(nn.Sequential(*layers), num_classes, planes=False)
+    features = nn.Sequential(*layers)
+    return generator, Discriminator(features, fan_in, num_classes, spectral, conditioning)
 
 
 def build_dcgan(
     image_shape: tuple[int, ...], channels: Sequence[int], latent_size: int,
     num_classes: int = 0, spectral: bool = False, dropout: float = 0.0,
+    conditioning: str = "projection",
 ) -> tuple[Generator, Discriminator]:  # fmt: skip
     """DCGAN: the generator projects z to channels[0] maps of size H / 2^k, then k strided
     transposed convolutions (BatchNorm, ReLU; tanh out) double it back; the discriminator is
@@ -106,7 +120,7 @@ def build_dcgan(
         layers += [nn.Tanh()] if last else [nn.BatchNorm2d(out), nn.ReLU()]
     generator = Generator(nn.Sequential(*layers), latent_size, num_classes)
     layers = []
-    fan_in = c + num_classes
+    fan_in = c + (num_classes if conditioning == "concat" else 0)
     for i, width in enumerate(reversed(widths)):
         norm = i > 0 and not spectral
         layers.append(_sn(nn.Conv2d(fan_in, width, 4, 2, 1, bias=not norm), spectral))
@@ -116,8 +130,10 @@ def build_dcgan(
         if dropout:
             layers.append(nn.Dropout(dropout))
         fan_in = width
-    layers += [nn.Flatten(), _sn(nn.Linear(fan_in * h0 * w0, 1), spectral)]
-    return generator, Discriminator(nn.Sequential(*layers), num_classes, planes=True)
+    layers.append(nn.Flatten())
+    features = nn.Sequential(*layers)
+    width = fan_in * h0 * w0
+    return generator, Discriminator(features, width, num_classes, spectral, conditioning, True)
 
 
 class _Residual(nn.Module):
