@@ -10,6 +10,7 @@ import math
 import re
 import shutil
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import mlflow
@@ -157,7 +158,13 @@ def suite_table(report: dict, predictions: dict[str, np.ndarray] | None = None) 
             "variant": variant,
             "changes": report["variants"][variant],
             "runs": len(mine),
-            "diverged": len(mine) - len(finished),
+            "diverged": len(mine) - len(finished),  # every failure: diverged or collapsed
+            "failures": ", ".join(
+                f"{n} {kind}"
+                for kind, n in Counter(
+                    r["status"] for r in mine if r["status"] != "finished"
+                ).items()
+            ),  # fmt: skip
         }
         for key in (*present, "train_val_gap", "best_epoch", "seconds_per_epoch"):
             v = list(_seed_values(runs, variant, key).values())
@@ -245,13 +252,12 @@ def markdown(table: pd.DataFrame, report: dict) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, row in table.iterrows():
         finished = row["runs"] - row["diverged"]
-        runs = f"{finished}/{row['runs']}" + (
-            f" ({row['diverged']} diverged)" if row["diverged"] else ""
-        )
+        runs = f"{finished}/{row['runs']}" + (f" ({row['failures']})" if row["diverged"] else "")
         is_base = row["variant"] == report["baseline"]
         name = f"**{row['variant']}**" if is_base else row["variant"]
         if finished == 0:
-            cells = [name, row["changes"], runs, *(["diverged"] * (len(head) - 3))]
+            failed = row["failures"].split(" ", 1)[-1] if "," not in row["failures"] else "failed"
+            cells = [name, row["changes"], runs, *([failed] * (len(head) - 3))]
         else:
             compared = [
                 _interval(row, "delta_", headline),
@@ -334,7 +340,18 @@ def _intro(report: dict) -> str:
         "*underpowered*, with the difference the seeds could detect (80% power, Holm's "
         "first step). train-val gap: val_loss − train_loss in the tested epoch. best "
         "epoch: by the early-stopping monitor."
+        + (_GENERATE if report.get("family") == "generate" else "")
     )
+
+
+_GENERATE = (
+    " Fréchet and kernel distances follow the FID/KID recipe (10,000 generated against the "
+    "real test images) in the feature space of ablab's own classifier for the dataset "
+    "(data/evaluators), not Inception's: they compare within ablab, not with published FIDs; "
+    "real frechet distance (real training against real test images) is the floor a perfect "
+    "generator reaches. A set of samples has no per-example predictions: only the comparison "
+    "across seeds applies."
+)
 
 
 def slug(text: str) -> str:

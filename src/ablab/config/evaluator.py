@@ -12,5 +12,5 @@ from ablab.config.common import Strict
 
 class EvaluatorParams(Strict):
     datasets: list[Literal["digits", "mnist", "fashion_mnist"]] = []
-    epochs: Annotated[int, Field(ge=1, le=100)] = 2
+    epochs: Annotated[int, Field(ge=1, le=100)] = 1
     seed: Annotated[int, Field(ge=0, lt=2**32)] = 0

@@ -461,6 +461,10 @@ class Generate(Family):
         logged = super().params(exp, module, data)
         info = module._tools["info"]
         logged["evaluator"] = {k: info[k] for k in ("epochs", "test_accuracy", "train_size")}
+        logged["evaluator"]["features"] = (
+            f"{info['head'][-1]}-d penultimate layer of data/evaluators/{exp.dataset}.pt, "
+            "not Inception: distances compare within ablab only"
+        )
         return logged
 
     def summary(self, exp: Experiment, module: _Adversarial, data) -> dict[str, float]:
