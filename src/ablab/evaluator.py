@@ -62,10 +62,14 @@ class Identity(nn.Module):
         return x
 
 
-def batched(fn, x: torch.Tensor) -> torch.Tensor:
-    """fn over x in batches of EVAL_BATCH, without gradients."""
+def batched(fn, x: torch.Tensor, *more: torch.Tensor | None, size: int = EVAL_BATCH):
+    """fn over x (and the same rows of each of `more`; None stays None) in batches of `size`,
+    without gradients."""
     with torch.no_grad():
-        return torch.cat([fn(x[i : i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)])
+        return torch.cat([
+            fn(x[i : i + size], *(m if m is None else m[i : i + size] for m in more))
+            for i in range(0, len(x), size)
+        ])  # fmt: skip
 
 
 @dataclass

@@ -32,6 +32,7 @@ from ablab.families.base import (
 from ablab.models.gan import build_dcgan, build_mapper, build_mlp_gan, build_patch_discriminator
 from ablab.optim import make_optimizer, make_scheduler
 
+BATCH = 500  # images per forward pass when generating and judging outside training
 GRID = 8  # the fixed latent batch drawn every epoch: GRID x GRID images (a row per class: cgan)
 VAL_SEED_OFFSET, TEST_SEED_OFFSET, GRID_SEED_OFFSET = 1, 2, 3
 
@@ -119,6 +120,11 @@ class _Adversarial(Task):
         self._eval_labels: list[torch.Tensor] = []
         self._eval_loss = [0.0, 0]
 
+    def _eval_step(self, batch) -> None:
+        x, y = batch
+        self._eval_images.append(x)
+        self._eval_labels.append(y)
+
     def _evaluation_set(self) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.cat(self._eval_images), torch.cat(self._eval_labels)
 
@@ -153,9 +159,8 @@ class GANTask(_Adversarial):
         z = torch.randn(n, self.hparams.latent_size, generator=generator)
         if labels is None:
             labels = self._labels(n, generator)
-        with torch.no_grad():
-            return torch.cat([to_image(self.generator(z[i : i + 500], _part(labels, i)))
-                              for i in range(0, n, 500)])  # fmt: skip
+        return quality.batched(lambda zs, ys: to_image(self.generator(zs, ys)), z, labels,
+                               size=BATCH)  # fmt: skip
 
     def training_step(self, batch, batch_idx: int) -> None:
         x, y = batch
@@ -185,11 +190,6 @@ class GANTask(_Adversarial):
             "d_loss": d_loss, "g_loss": g_loss, "d_real": torch.sigmoid(real_logits).mean(),
             "d_fake": torch.sigmoid(fake_logits).mean(),
         })  # fmt: skip
-
-    def _eval_step(self, batch) -> None:
-        x, y = batch
-        self._eval_images.append(x)
-        self._eval_labels.append(y)
 
     def _eval_end(self, prefix: str) -> None:
         real, real_labels = self._evaluation_set()
@@ -223,15 +223,11 @@ class GANTask(_Adversarial):
                            labels)  # fmt: skip
 
 
-def _part(labels: torch.Tensor | None, i: int) -> torch.Tensor | None:
-    return None if labels is None else labels[i : i + 500]
-
-
-def _judge(discriminator: nn.Module, images: torch.Tensor, labels: torch.Tensor | None):
-    """The discriminator's logits for images in [0, 1], in batches of 500."""
-    with torch.no_grad():
-        return torch.cat([discriminator(to_gan(images[i : i + 500]), _part(labels, i))
-                          for i in range(0, len(images), 500)])  # fmt: skip
+def _judge(discriminator: nn.Module, images: torch.Tensor, labels: torch.Tensor | None = None):
+    """The discriminator's logits (a PatchGAN's maps) for images in [0, 1], batched."""
+    if labels is None:  # a PatchGAN takes no class
+        return quality.batched(lambda x: discriminator(to_gan(x)), images, size=BATCH)
+    return quality.batched(lambda x, y: discriminator(to_gan(x), y), images, labels, size=BATCH)
 
 
 def _scores(scores: quality.Scores) -> dict[str, float]:
@@ -307,21 +303,17 @@ class CycleGANTask(_Adversarial):
 
     def mapped(self, split: str) -> torch.Tensor:
         """The split's source images mapped into the target domain, in [0, 1]."""
-        x = self.source[split][0]
-        with torch.no_grad():
-            return torch.cat([to_image(self.to_target(to_gan(x[i : i + 500])))
-                              for i in range(0, len(x), 500)])  # fmt: skip
 
-    def _eval_step(self, batch) -> None:
-        x, y = batch
-        self._eval_images.append(x)
-        self._eval_labels.append(y)
+        def into_target(x: torch.Tensor) -> torch.Tensor:
+            return to_image(self.to_target(to_gan(x)))
+
+        return quality.batched(into_target, self.source[split][0], size=BATCH)
 
     def _eval_end(self, prefix: str) -> None:
         real, _ = self._evaluation_set()
         fake = self.mapped(prefix)
         d = self.d_target
-        loss = _lsgan(_patches(d, real), 1) + _lsgan(_patches(d, fake), 0)
+        loss = _lsgan(_judge(d, real), 1) + _lsgan(_judge(d, fake), 0)
         if prefix == "val":
             distance = quality.image_distance(self.evaluator, real, fake)
             self.publish("val", {"loss": loss, "frechet_distance": distance})
@@ -347,13 +339,6 @@ class CycleGANTask(_Adversarial):
             mapped = self.to_target(to_gan(source))
             back = to_image(self.to_source(mapped))
         return torch.cat([source, to_image(mapped), back])
-
-
-def _patches(discriminator: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """A PatchGAN's logit maps for images in [0, 1], in batches of 500."""
-    with torch.no_grad():
-        return torch.cat([discriminator(to_gan(images[i : i + 500]))
-                          for i in range(0, len(images), 500)])  # fmt: skip
 
 
 def _lsgan(logits: torch.Tensor, target: float) -> torch.Tensor:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ablab.models.layers import activation
+from ablab.models.layers import activation, halvable
 
 CODE_ACTIVATIONS = {"linear": nn.Identity, "relu": nn.ReLU, "sigmoid": nn.Sigmoid}
 
@@ -93,19 +93,15 @@ def build_conv_autoencoder(
     """[Conv 3x3 -> activation -> max-pool 2] per channel count -> dense code; the decoder
     goes dense -> feature map, then per block a stride-2 transposed conv (or nearest upsampling
     and a 3x3 conv) back to the image's channels."""
-    c_in, height, width = image_shape
+    c_in = image_shape[0]
     blocks = len(channels)
-    if height % 2**blocks or width % 2**blocks:
-        raise ValueError(
-            f"a conv autoencoder with {blocks} blocks halves the image {blocks} times: "
-            f"{height}x{width} is not divisible by {2**blocks}; use fewer channels"
-        )
+    height, width = halvable(image_shape, blocks, f"a conv autoencoder with {blocks} blocks")
     layers: list[nn.Module] = []
     fan_in = c_in
     for c in channels:
         layers += [nn.Conv2d(fan_in, c, 3, padding=1), activation(activation_name), nn.MaxPool2d(2)]
         fan_in = c
-    small = (channels[-1], height // 2**blocks, width // 2**blocks)
+    small = (channels[-1], height, width)
     layers += [nn.Flatten(), nn.Linear(math.prod(small), code_size)]
     layers.append(CODE_ACTIVATIONS[code_activation]())
     up: list[nn.Module] = [nn.Linear(code_size, math.prod(small)), activation(activation_name)]

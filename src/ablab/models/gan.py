@@ -13,6 +13,8 @@ from torch import nn
 from torch.nn.functional import one_hot
 from torch.nn.utils.parametrizations import spectral_norm
 
+from ablab.models.layers import halvable
+
 
 def _sn(layer: nn.Module, on: bool) -> nn.Module:
     return spectral_norm(layer) if on else layer
@@ -100,14 +102,9 @@ def build_dcgan(
     transposed convolutions (BatchNorm, ReLU; tanh out) double it back; the discriminator is
     the mirror (strided convs, LeakyReLU 0.2, BatchNorm after the first; no BatchNorm with
     spectral norm), then one linear logit. k = len(channels); H and W divisible by 2^k."""
-    c, h, w = image_shape
+    c = image_shape[0]
     k = len(channels)
-    if h % 2**k or w % 2**k:
-        raise ValueError(
-            f"dcgan with {k} channel entries halves the image {k} times: {h}x{w} is not "
-            f"divisible by {2**k} (use fewer channels entries)"
-        )
-    h0, w0 = h // 2**k, w // 2**k
+    h0, w0 = halvable(image_shape, k, f"dcgan with {k} channel entries")
     widths = list(channels)
     layers: list[nn.Module] = [
         nn.Linear(latent_size + num_classes, widths[0] * h0 * w0, bias=False),

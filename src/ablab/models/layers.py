@@ -18,6 +18,18 @@ def activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
+def halvable(image_shape: tuple[int, ...], times: int, what: str) -> tuple[int, int]:
+    """The image's height and width after `times` halvings; ValueError (naming `what`) when
+    they are not divisible by 2^times."""
+    height, width = image_shape[-2:]
+    if height % 2**times or width % 2**times:
+        raise ValueError(
+            f"{what} halves the image {times} times: {height}x{width} is not divisible by "
+            f"{2**times}; use fewer channels entries"
+        )
+    return height // 2**times, width // 2**times
+
+
 def dense_classifier(
     fan_in: int,
     widths: list[int] | tuple[int, ...],
