@@ -18,6 +18,7 @@ from datetime import date
 from pathlib import Path
 
 import torch
+import units
 from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -67,7 +68,7 @@ def ablab_epoch(name: str, subset: int, root: Path) -> float:
 def plain_epoch(name: str, subset: int) -> tuple[float, float, int]:
     """The same model, data, batch size and threads in a minimal loop: (second epoch seconds,
     steps per second of its training part, FLOPs per training step)."""
-    from ablab.data.datamodules import ImageDataModule
+    from ablab.data.datamodules import EVAL_BATCH_SIZE, EVAL_BATCH_SIZES, ImageDataModule
     from ablab.models import build
 
     params = params_for(name, subset)
@@ -102,9 +103,10 @@ def plain_epoch(name: str, subset: int) -> tuple[float, float, int]:
             steps += epoch == 1
         train_seconds = time.perf_counter() - start
         net.eval()
+        size = EVAL_BATCH_SIZES.get(exp.model.arch, EVAL_BATCH_SIZE)
         with torch.no_grad():
-            for i in range(0, len(vx), 512):
-                net(vx[i : i + 512]).argmax(1)
+            for i in range(0, len(vx), size):
+                net(vx[i : i + size]).argmax(1)
         seconds = time.perf_counter() - start
     return seconds, steps / train_seconds, flops
 
@@ -142,12 +144,14 @@ def bench_overhead(root: Path) -> None:
 
 
 def bench_data() -> None:
+    from torch.utils.data import BatchSampler, DataLoader, RandomSampler
+
     from ablab.config import load
     from ablab.data.datamodules import ImageDataModule
 
     params = load(ROOT / "params.yaml", [f"train.threads={THREADS}"])
     exp = params.experiment("cnn")
-    firsts, datas = [], []
+    firsts, datas, loaders = [], [], []
     for _ in range(REPS):
         start = time.perf_counter()
         data = ImageDataModule.from_experiment(exp, ROOT / "data" / "processed")
@@ -158,8 +162,163 @@ def bench_data() -> None:
         for _batch in data.train_dataloader():
             pass
         datas.append(time.perf_counter() - start)
+        # what ablab used before `Batches`: a DataLoader over a BatchSampler
+        dataset = data.tensors["train"]
+        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(0))
+        loader = DataLoader(dataset, sampler=BatchSampler(sampler, 128, False), batch_size=None)
+        start = time.perf_counter()
+        for _batch in loader:
+            pass
+        loaders.append(time.perf_counter() - start)
     record("data.time_to_first_batch", firsts, "s")
     record("data.seconds_per_epoch_batching_only", datas, "s")
+    record("data.seconds_per_epoch_dataloader_before", loaders, "s")
+
+
+def _median_ms(fn, reps: int = 30, warmup: int = 5) -> float:
+    for _ in range(warmup):
+        fn()
+    return statistics.median(_timed(fn) for _ in range(reps)) * 1000
+
+
+def bench_layout() -> None:
+    """Channels-last against NCHW: the default CNN's training step (batch 128), its no-grad
+    pass per image at the old and new evaluation batch, and the GAN evaluator's features."""
+    from ablab.config import load
+    from ablab.evaluator import Evaluator
+    from ablab.models import build
+
+    torch.set_num_threads(THREADS)
+    model = load(ROOT / "params.yaml").experiment("cnn").model
+    x, y = torch.randn(128, 1, 28, 28), torch.randint(0, 10, (128,))
+    for layout, last in (("nchw", False), ("channels_last", True)):
+        torch.manual_seed(0)
+        net = build(model.model_copy(update={"channels_last": last}), (1, 28, 28), 10)
+        opt = torch.optim.Adam(net.parameters())
+
+        def step(net=net, opt=opt) -> None:
+            loss = F.cross_entropy(net(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        steps = [_median_ms(step) for _ in range(REPS)]
+        record(f"layout.cnn_train_step_ms_{layout}", steps, "ms")
+        net.eval()
+        size = 256 if last else 512  # the evaluation batch before and after
+        images = torch.randn(size, 1, 28, 28)
+        with torch.no_grad():
+            per_image = [
+                _median_ms(lambda n=net, x=images: n(x)) * 1000 / size for _ in range(REPS)
+            ]
+        record(f"layout.cnn_eval_us_per_image_{layout}_{size}", per_image, "us")
+        evaluator = Evaluator((1, 28, 28), 10).eval()
+        if not last:
+            evaluator.net = evaluator.net.to(memory_format=torch.contiguous_format)
+        size = 128 if last else 1000
+        images = torch.rand(size, 1, 28, 28)
+        with torch.no_grad():
+            per_image = [
+                _median_ms(lambda e=evaluator, x=images: e.features(x), reps=10) * 1000 / size
+                for _ in range(REPS)
+            ]
+        record(f"layout.evaluator_us_per_image_{layout}_{size}", per_image, "us")
+
+
+def bench_text() -> None:
+    """The tweets' LSTM: training tokens per second with uniformly shuffled batches and with
+    length buckets (both packed, so padding never enters the recurrence)."""
+    from ablab.config import load
+    from ablab.data.datamodules import bucketed, shuffled
+    from ablab.families import family
+
+    torch.set_num_threads(THREADS)
+    exp = load(ROOT / "params.yaml").experiment("lstm")
+    data = family(exp.task).data(exp, ROOT / "data" / "processed")
+    data.setup()
+    tokens, lengths, labels = data.tensors["train"].tensors
+    bs, steps = exp.train.batch_size, 60
+    orders = {"shuffled": shuffled(len(tokens), bs, torch.Generator().manual_seed(0)),
+              "bucketed": bucketed(lengths, bs, exp.train.length_buckets,
+                                   torch.Generator().manual_seed(0))}  # fmt: skip
+    rates: dict[str, list[float]] = {k: [] for k in orders}
+    for _ in range(REPS):
+        for label, order in orders.items():
+            net = family(exp.task).module(exp, data).net
+            opt = torch.optim.Adam(net.parameters(), lr=exp.train.lr)
+            count, start = 0, time.perf_counter()
+            for index in order()[:steps]:
+                length = lengths[index]
+                loss = F.cross_entropy(net(tokens[index][:, : int(length.max())], length),
+                                       labels[index])  # fmt: skip
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                count += int(length.sum())
+            rates[label].append(count / (time.perf_counter() - start))
+    for label, values in rates.items():
+        record(f"text.lstm_tokens_per_second_{label}", values, "tokens/s")
+
+
+def bench_lightning_floor() -> None:
+    """Lightning's own cost per step: a linear model (almost no compute) on 20k random images,
+    batch 128, in a plain loop and in a bare Lightning Trainer (no callbacks, no logger)."""
+    import logging
+
+    import lightning.pytorch as pl
+
+    from ablab.data.datamodules import Batches, shuffled
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    torch.set_num_threads(THREADS)
+    n = 20000
+    dataset = torch.utils.data.TensorDataset(torch.randn(n, 784), torch.randint(0, 10, (n,)))
+    steps = (n + 127) // 128
+
+    class Linear(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch.nn.Linear(784, 10)
+
+        def training_step(self, batch, batch_idx):
+            return F.cross_entropy(self.net(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters())
+
+    class Clock(pl.Callback):
+        def __init__(self) -> None:
+            self.seconds: list[float] = []
+
+        def on_train_epoch_start(self, *_) -> None:
+            self.start = time.perf_counter()
+
+        def on_train_epoch_end(self, *_) -> None:
+            self.seconds.append(time.perf_counter() - self.start)
+
+    plain, light = [], []
+    for _ in range(REPS):
+        net = torch.nn.Linear(784, 10)
+        opt = torch.optim.Adam(net.parameters())
+        x, y = dataset.tensors
+        start = time.perf_counter()
+        for index in torch.randperm(n).split(128):
+            loss = F.cross_entropy(net(x[index]), y[index])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        plain.append((time.perf_counter() - start) / steps * 1000)
+        clock = Clock()
+        trainer = pl.Trainer(max_epochs=2, logger=False, enable_progress_bar=False,
+                             enable_model_summary=False, enable_checkpointing=False,
+                             callbacks=[clock])  # fmt: skip
+        loader = Batches(dataset, 128, shuffled(n, 128, torch.Generator().manual_seed(0)))
+        trainer.fit(Linear(), train_dataloaders=loader)
+        light.append(clock.seconds[-1] / steps * 1000)
+    record("lightning.plain_ms_per_step", plain, "ms")
+    record("lightning.trainer_ms_per_step", light, "ms")
+    record("lightning.floor_ms_per_step", [a - b for a, b in zip(light, plain, strict=True)],
+           "ms")  # fmt: skip
 
 
 def bench_tracking(root: Path) -> None:
@@ -281,6 +440,71 @@ def bench_search(root: Path) -> None:
         record(f"search.trials_per_minute_{workers}_workers", 12 / minutes)
 
 
+def bench_compile() -> None:
+    """torch.compile (inductor) on the default MLP and CNN training steps: the first step's
+    seconds (the compile) and the median step after it, against eager."""
+    from ablab.config import load
+    from ablab.models import build
+
+    torch.set_num_threads(THREADS)
+    params = load(ROOT / "params.yaml")
+    x, y = torch.randn(128, 1, 28, 28), torch.randint(0, 10, (128,))
+    for name in ("mlp", "cnn"):
+        for label, compiled in (("eager", False), ("compiled", True)):
+            torch.manual_seed(0)
+            net = build(params.experiment(name).model, (1, 28, 28), 10)
+            forward = torch.compile(net) if compiled else net
+            opt = torch.optim.Adam(net.parameters())
+
+            def step(forward=forward, opt=opt) -> None:
+                loss = F.cross_entropy(forward(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+
+            record(f"compile.{name}_first_step_seconds_{label}", _timed(step), "s")
+            record(f"compile.{name}_step_ms_{label}", _median_ms(step), "ms")
+
+
+PROFILED = (("mlp", 20000), ("cnn", 10000), ("lstm", 10000), ("gan", 2000))
+PROFILES: dict[str, list[str]] = {}
+
+
+def bench_profile(root: Path) -> None:
+    """One epoch of a default unit of each kind through ablab's train path, under
+    torch.profiler (the top operators by own CPU time) and Lightning's SimpleProfiler (the top
+    Lightning actions by total time): markdown for BENCHMARKS.md."""
+    from lightning.pytorch.profilers import SimpleProfiler
+    from torch.profiler import ProfilerActivity, profile
+
+    from ablab.config import load
+    from ablab.train import train
+
+    for name, subset in PROFILED:
+        overrides = [f"experiments.{name}.data.subset={subset}",
+                     f"experiments.{name}.train.max_epochs=1", "train.log_model=false",
+                     f"train.threads={THREADS}", "mlflow_experiment=bench"]  # fmt: skip
+        params = load(ROOT / "params.yaml", overrides)
+        lightning = SimpleProfiler()
+        with profile(activities=[ProfilerActivity.CPU]) as torch_profile:
+            start = time.perf_counter()
+            train(params.experiment(name), root, "bench", ROOT / "data" / "processed",
+                  profiler=lightning)  # fmt: skip
+            seconds = time.perf_counter() - start
+        ops = sorted(torch_profile.key_averages(), key=lambda e: -e.self_cpu_time_total)[:6]
+        total = sum(e.self_cpu_time_total for e in torch_profile.key_averages())
+        actions = sorted(lightning.recorded_durations.items(), key=lambda kv: -sum(kv[1]))[:6]
+        PROFILES[name] = [
+            f"**{name}** ({subset} examples, one epoch and the test, {seconds:.1f} s under the "
+            "profilers). Operators by own CPU time: "
+            + ", ".join(f"`{e.key}` {e.self_cpu_time_total / 1e6:.2f} s "
+                        f"({100 * e.self_cpu_time_total / total:.0f}%)" for e in ops)
+            + ". Lightning actions by total time: "
+            + ", ".join(f"`{a}` {sum(d):.2f} s ({len(d)} calls)" for a, d in actions) + ".",
+        ]  # fmt: skip
+        print("\n".join(PROFILES[name]), flush=True)
+
+
 def write_markdown() -> None:
     import lightning
     import mlflow
@@ -307,6 +531,12 @@ def write_markdown() -> None:
         fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
         lines.append(f"| `{key}` | {fmt(value)} | {fmt(lo)} | {fmt(hi)} | "
                      f"{RESULTS.get(f'{key}.unit', '')} |")  # fmt: skip
+    lines += ["", "## Top costs of one unit of each kind", ""]
+    for profile_lines in PROFILES.values():
+        lines += [*profile_lines, ""]
+    lines += ["## Where the default run's time goes", "",
+              "Every unit of the last `dvc repro` in this checkout's MLflow store "
+              "(`python bench/units.py` prints it alone):", "", *units.table()]  # fmt: skip
     (ROOT / "BENCHMARKS.md").write_text("\n".join(lines) + "\n" + NOTES)
 
 
@@ -358,8 +588,11 @@ def main() -> None:
         root = Path(tmp)
         os.environ.pop("MLFLOW_TRACKING_URI", None)
         sections = {"overhead": bench_overhead, "data": lambda _: bench_data(),
-                    "tracking": bench_tracking, "growth": bench_growth,
-                    "search": bench_search}  # fmt: skip
+                    "layout": lambda _: bench_layout(), "text": lambda _: bench_text(),
+                    "lightning": lambda _: bench_lightning_floor(),
+                    "compile": lambda _: bench_compile(),
+                    "profile": bench_profile, "tracking": bench_tracking,
+                    "growth": bench_growth, "search": bench_search}  # fmt: skip
         chosen = os.environ.get("BENCH_ONLY", ",".join(sections)).split(",")
         for name in chosen:  # BENCH_ONLY=overhead,data runs a part (results.json unchanged)
             sections[name](root)

@@ -135,8 +135,10 @@ def _epoch_summary(exp: Experiment, history: list[dict], module) -> dict[str, fl
 def _fit(
     exp: Experiment, data: pl.LightningDataModule, run_id: str, fast_dev_run: bool | int,
     extra_callbacks: list[pl.Callback] | None = None, diagnosis: Diagnosis | None = None,
+    profiler: pl.profilers.Profiler | None = None,
 ) -> RunResult:  # fmt: skip
-    """Train, test and log one model into the active MLflow run `run_id`, then diagnose it."""
+    """Train, test and log one model into the active MLflow run `run_id`, then diagnose it
+    (`profiler`: Lightning's, for make bench)."""
     diagnosis = diagnosis or Diagnosis()
     pl.seed_everything(exp.seed, workers=True, verbose=False)
     fam = family(exp.task)
@@ -158,6 +160,7 @@ def _fit(
             callbacks=callbacks,
             default_root_dir=ckpt_dir,
             fast_dev_run=fast_dev_run,
+            profiler=profiler,
             # under manual optimization the module clips inside its step; Lightning refuses this
             gradient_clip_val=(
                 hp.regularize.grad_clip if getattr(module, "automatic_optimization", True) else None
@@ -217,6 +220,7 @@ def train(
     extra_tags: dict[str, str] | None = None,
     extra_callbacks: list[pl.Callback] | None = None,
     thresholds: DiagnoseParams | None = None,
+    profiler: pl.profilers.Profiler | None = None,
 ) -> RunResult:
     """Train and test one resolved experiment as one MLflow run (k-fold: a parent run with a
     child run per fold), diagnosed by the checklist (`thresholds`: params' diagnose section).
@@ -240,7 +244,8 @@ def train(
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
         try:
             if not folds:
-                return _fit(exp, data, run.info.run_id, fast_dev_run, extra_callbacks, diagnosis)
+                return _fit(exp, data, run.info.run_id, fast_dev_run, extra_callbacks, diagnosis,
+                            profiler)  # fmt: skip
             return _cross_validate(
                 exp, data, processed_dir, run.info.run_id, tags, fast_dev_run, diagnosis
             )

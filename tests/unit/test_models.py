@@ -75,3 +75,22 @@ def test_cnn_that_shrinks_input_to_nothing_is_refused():
 def test_same_padding_with_stride_is_refused_at_load():
     with pytest.raises(ValueError, match="stride 1"):
         CNNParams(arch="cnn", padding="same", stride=2)
+
+
+def test_a_channels_last_cnn_computes_what_the_nchw_one_does():
+    from ablab.models.cnn import build_cnn
+
+    torch.manual_seed(0)
+    fast = build_cnn((1, 28, 28), 10, (8, 16), batch_norm=True, head=(32,))
+    torch.manual_seed(0)
+    plain = build_cnn((1, 28, 28), 10, (8, 16), batch_norm=True, head=(32,), channels_last=False)
+    second = [[m for m in net if isinstance(m, nn.Conv2d)][1] for net in (fast, plain)]
+    assert second[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert not second[1].weight.is_contiguous(memory_format=torch.channels_last)
+    assert all(
+        torch.equal(a, b) for a, b in zip(fast.parameters(), plain.parameters(), strict=True)
+    )
+    x = torch.randn(5, 1, 28, 28)
+    fast.eval()
+    plain.eval()
+    assert torch.allclose(fast(x), plain(x), atol=1e-5)

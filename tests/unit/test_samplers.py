@@ -78,3 +78,77 @@ def test_label_noise_flips_the_fraction_to_other_classes_in_training_only(digits
         assert torch.equal(clean.tensors[split].tensors[1], dirty.tensors[split].tensors[1])
     changed = (clean.train_labels != dirty.train_labels).float().mean().item()
     assert abs(changed - 0.3) < 0.01
+
+
+def _dataloader_batches(dataset, sampler, batch_size, epochs):
+    """What ablab's batching replaced: a DataLoader over a BatchSampler (global RNG included)."""
+    from torch.utils.data import BatchSampler, DataLoader
+
+    loader = DataLoader(dataset, sampler=BatchSampler(sampler, batch_size, False), batch_size=None)
+    out = []
+    for _ in range(epochs):
+        out += [(*batch, torch.rand(1)) for batch in loader]  # the global stream after each
+    return out
+
+
+def _ablab_batches(loader, epochs):
+    return [(*batch, torch.rand(1)) for _ in range(epochs) for batch in loader]
+
+
+def _assert_same(ours, theirs):
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs, strict=True):
+        assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_batches_are_the_dataloaders_batches_and_leave_the_global_rng_as_it_did():
+    from torch.utils.data import RandomSampler, SequentialSampler, TensorDataset
+
+    from ablab.data.datamodules import Batches, shuffled
+
+    dataset = TensorDataset(torch.arange(203).float().unsqueeze(1), torch.arange(203) % 4)
+    torch.manual_seed(5)
+    sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(9))
+    theirs = _dataloader_batches(dataset, sampler, 32, epochs=3)
+    torch.manual_seed(5)
+    loader = Batches(dataset, 32, shuffled(203, 32, torch.Generator().manual_seed(9)))
+    assert len(loader) == 7
+    _assert_same(_ablab_batches(loader, 3), theirs)
+    torch.manual_seed(5)
+    theirs = _dataloader_batches(dataset, SequentialSampler(dataset), 50, epochs=2)
+    torch.manual_seed(5)
+    _assert_same(_ablab_batches(Batches(dataset, 50), 2), theirs)
+
+
+def test_balanced_order_draws_what_the_weighted_sampler_drew():
+    from torch.utils.data import TensorDataset, WeightedRandomSampler
+
+    from ablab.data.datamodules import Batches
+
+    labels = torch.tensor([0] * 90 + [1] * 10)
+    dataset = TensorDataset(torch.arange(100), labels)
+    weights = 1.0 / torch.bincount(labels).double()[labels]
+    sampler = WeightedRandomSampler(weights, 100, True, torch.Generator().manual_seed(2))
+    torch.manual_seed(0)
+    theirs = _dataloader_batches(dataset, sampler, 16, epochs=2)
+    torch.manual_seed(0)
+    order = samplers.balanced_order(labels, 16, torch.Generator().manual_seed(2))
+    _assert_same(_ablab_batches(Batches(dataset, 16, order), 2), theirs)
+
+
+def test_length_buckets_cover_every_example_once_in_batches_of_similar_length():
+    from ablab.data.datamodules import bucketed
+
+    lengths = torch.randint(1, 41, (1000,), generator=torch.Generator().manual_seed(0))
+    order = bucketed(lengths, 32, 4, torch.Generator().manual_seed(1))
+    first, second = order(), order()
+    assert len(first) == 32  # ceil(1000 / 32): only the last pool's last batch is short
+    assert sorted(torch.cat(first).tolist()) == list(range(1000))
+    assert [b.tolist() for b in first] != [b.tolist() for b in second]  # reshuffled per epoch
+    spread = torch.stack([lengths[b].max() - lengths[b].min() for b in first]).float().mean()
+    shuffled_spread = (
+        torch.stack([lengths[b].max() - lengths[b].min() for b in torch.randperm(1000).split(32)])
+        .float()
+        .mean()
+    )
+    assert spread < shuffled_spread / 3

@@ -33,6 +33,9 @@ class CNNParams(Strict):
     head_dropout: Probability = 0.0
     activation: Activation = "relu"
     init: Init = "default"
+    # feature maps in channels-last memory (oneDNN's layout on CPU): 1.5x faster training steps
+    # here (make bench); false keeps PyTorch's default NCHW, whose numbers differ in rounding
+    channels_last: bool = True
 
     @model_validator(mode="after")
     def _same_needs_stride_one(self) -> CNNParams:

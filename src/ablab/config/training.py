@@ -94,6 +94,9 @@ class TrainParams(Strict):
         "none", "weighted_loss", "weighted_sampling", "oversample", "undersample"
     ] = "none"
     regression_loss: Literal["mse", "mae"] = "mse"  # series forecasting
+    # token sequences: training batches of similar length, drawn from pools of this many
+    # batches sorted by length (fewer recurrent steps per batch); 0: uniformly shuffled
+    length_buckets: Annotated[int, Field(ge=0, le=100_000)] = 50
     folds: Annotated[int, Field(ge=0, le=20)] = 0  # k >= 2: k-fold cross-validation
     # the weights tested: the best validation epoch's (checkpointing is then itself a form of
     # early stopping) or the last epoch's

@@ -3,35 +3,84 @@
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import (
-    BatchSampler,
-    DataLoader,
-    RandomSampler,
-    Sampler,
-    SequentialSampler,
-    TensorDataset,
-)
+from torch.utils.data import TensorDataset
 
 from ablab.config import Augment, Experiment, Skew
 from ablab.data import samplers
 from ablab.data.augment import augment
 from ablab.data.preprocess import load_arrays
 
-# no gradients, so larger than training batches; past 512 the CNN's activations fall out of
-# cache and a batch of 1024 took 1.3x as long per image here
+# No gradients, so larger than training batches: the size that ran fastest per image here
+# (make bench). Past 512 an MLP gains nothing and a CNN's activations fall out of cache; a
+# channels-last CNN already past 256 (19 us an image at 256, 64 at 512).
 EVAL_BATCH_SIZE = 512
+EVAL_BATCH_SIZES = {"cnn": 256}
 
 
-def _loader(dataset: TensorDataset, batch_size: int, base: Sampler | None = None):
-    # A batch sampler hands TensorDataset a list of indices, so one batch is one tensor index,
-    # not batch_size __getitem__ calls and a collate.
-    sampler = BatchSampler(base or SequentialSampler(dataset), batch_size, drop_last=False)
-    return DataLoader(dataset, sampler=sampler, batch_size=None)
+class Batches:
+    """An epoch's batches of a TensorDataset: each tensor indexed once per batch by an index
+    tensor from `order()` (None: in order, as views). Lightning iterates it as it would a
+    DataLoader; a DataLoader over a BatchSampler hands the dataset a list of Python ints per
+    batch (~0.05 ms a step here, make bench). Each pass draws one number from the global RNG, as
+    a DataLoader's iterator does for its base seed, so training sees the random stream it saw
+    with one and gives the same numbers."""
+
+    def __init__(
+        self, dataset: TensorDataset, batch_size: int,
+        order: Callable[[], Sequence[torch.Tensor]] | None = None,
+    ) -> None:  # fmt: skip
+        self.tensors = dataset.tensors
+        self.batch_size = batch_size
+        self.order = order
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.tensors[0]) / self.batch_size)
+
+    def __iter__(self):
+        torch.empty((), dtype=torch.int64).random_()  # the DataLoader iterator's base seed
+        if self.order is None:
+            for i in range(0, len(self.tensors[0]), self.batch_size):
+                yield tuple(t[i : i + self.batch_size] for t in self.tensors)
+            return
+        for index in self.order():
+            yield tuple(t[index] for t in self.tensors)
+
+
+def shuffled(n: int, batch_size: int, generator: torch.Generator):
+    """Each epoch a permutation of range(n) cut into batches, drawn as RandomSampler draws it
+    (it draws a second, unused one at the end of each pass: drawn too, so a seed gives the
+    batches it gave)."""
+
+    def order() -> Sequence[torch.Tensor]:
+        permutation = torch.randperm(n, generator=generator)
+        torch.randperm(n, generator=generator)
+        return permutation.split(batch_size)
+
+    return order
+
+
+def bucketed(lengths: torch.Tensor, batch_size: int, pool: int, generator: torch.Generator):
+    """Batches of similar length, so a packed recurrence runs fewer steps per batch: each epoch
+    a permutation is cut into pools of `pool` batches, each pool sorted by length and cut into
+    batches, and the batches shuffled (the tweets' LSTM: 1.6x the tokens per second)."""
+    n = len(lengths)
+
+    def order() -> Sequence[torch.Tensor]:
+        permutation = torch.randperm(n, generator=generator)
+        batches: list[torch.Tensor] = []
+        for part in permutation.split(batch_size * pool):
+            part = part[torch.argsort(lengths[part], stable=True)]
+            batches += part.split(batch_size)
+        return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+    return order
 
 
 def _class_counts(labels: np.ndarray, meta: dict) -> list[int]:
@@ -51,8 +100,10 @@ class ArrayDataModule(pl.LightningDataModule):
         val_subset: int | None = None, skew: Skew | None = None, imbalance: str = "none",
         fold: tuple[int, int] | None = None, augment: Augment | None = None,
         input_noise: float = 0.0, label_noise: float = 0.0,
+        eval_batch_size: int = EVAL_BATCH_SIZE,
     ) -> None:  # fmt: skip
         super().__init__()
+        self.eval_batch_size = max(batch_size, eval_batch_size)
         self.folder = Path(folder)
         self.batch_size = batch_size
         self.seed = seed
@@ -76,7 +127,7 @@ class ArrayDataModule(pl.LightningDataModule):
         return cls(
             Path(processed_dir) / exp.dataset, hp.batch_size, exp.seed, exp.subset,
             exp.val_subset, exp.skew, hp.imbalance, fold, hp.augment, hp.regularize.input_noise,
-            exp.label_noise, **extra,
+            exp.label_noise, EVAL_BATCH_SIZES.get(exp.model.arch, EVAL_BATCH_SIZE), **extra,
         )  # fmt: skip
 
     def _indices(self, labels: np.ndarray, splits: dict) -> dict[str, np.ndarray]:
@@ -109,20 +160,24 @@ class ArrayDataModule(pl.LightningDataModule):
     def train_labels(self) -> torch.Tensor:
         return self.tensors["train"].tensors[1]
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> Batches:
         generator = torch.Generator().manual_seed(self.seed)
         dataset = self.tensors["train"]
         if self.imbalance == "weighted_sampling":
-            base = samplers.balanced_sampler(self.train_labels, generator)
+            order = samplers.balanced_order(self.train_labels, self.batch_size, generator)
         else:
-            base = RandomSampler(dataset, generator=generator)
-        return _loader(dataset, self.batch_size, base)
+            order = self._order(generator)
+        return Batches(dataset, self.batch_size, order)
 
-    def val_dataloader(self) -> DataLoader:
-        return _loader(self.tensors["val"], max(self.batch_size, EVAL_BATCH_SIZE))
+    def _order(self, generator: torch.Generator) -> Callable[[], Sequence[torch.Tensor]]:
+        """The training batches' order unless `weighted_sampling`: uniformly shuffled."""
+        return shuffled(len(self.tensors["train"]), self.batch_size, generator)
 
-    def test_dataloader(self) -> DataLoader:
-        return _loader(self.tensors["test"], max(self.batch_size, EVAL_BATCH_SIZE))
+    def val_dataloader(self) -> Batches:
+        return Batches(self.tensors["val"], self.eval_batch_size)
+
+    def test_dataloader(self) -> Batches:
+        return Batches(self.tensors["test"], self.eval_batch_size)
 
 
 class ImageDataModule(ArrayDataModule):
@@ -177,7 +232,18 @@ class ImageDataModule(ArrayDataModule):
 
 class TextDataModule(ArrayDataModule):
     """Token-id sequences with their lengths; batches are (tokens, lengths, labels), the
-    tokens cut to the longest sequence in the batch."""
+    tokens cut to the longest sequence in the batch; with `length_buckets` training batches
+    hold sequences of similar length (`bucketed`)."""
+
+    def __init__(self, *args, length_buckets: int = 0, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.length_buckets = length_buckets
+
+    def _order(self, generator: torch.Generator) -> Callable[[], Sequence[torch.Tensor]]:
+        if not self.length_buckets:
+            return super()._order(generator)
+        lengths = self.tensors["train"].tensors[1]
+        return bucketed(lengths, self.batch_size, self.length_buckets, generator)
 
     def setup(self, stage: str | None = None) -> None:
         if self.tensors:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 from sklearn.model_selection import StratifiedKFold, train_test_split
-from torch.utils.data import WeightedRandomSampler
 
 
 def stratified_subset(idx: np.ndarray, labels: np.ndarray, size: int, seed: int) -> np.ndarray:
@@ -67,8 +66,10 @@ def resample(idx: np.ndarray, labels: np.ndarray, method: str, seed: int) -> np.
     return np.sort(np.concatenate(parts))
 
 
-def balanced_sampler(labels: torch.Tensor, generator: torch.Generator) -> WeightedRandomSampler:
-    """Draws len(labels) examples with replacement, each class equally likely."""
+def balanced_order(labels: torch.Tensor, batch_size: int, generator: torch.Generator):
+    """Each epoch's batches of len(labels) indices drawn with replacement, each class equally
+    likely (as WeightedRandomSampler draws them)."""
     counts = torch.bincount(labels).double()
     weights = 1.0 / counts[labels]
-    return WeightedRandomSampler(weights, len(labels), replacement=True, generator=generator)
+    n = len(labels)
+    return lambda: torch.multinomial(weights, n, True, generator=generator).split(batch_size)

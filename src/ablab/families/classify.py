@@ -200,10 +200,11 @@ class Classify(Family):
     name = "classify"
 
     def data(self, exp: Experiment, processed_dir: Path, fold=None):
-        text = DATASETS[exp.dataset][0] == "text"
-        return (TextDataModule if text else ImageDataModule).from_experiment(
-            exp, processed_dir, fold
-        )
+        if DATASETS[exp.dataset][0] == "text":
+            return TextDataModule.from_experiment(
+                exp, processed_dir, fold, length_buckets=exp.train.length_buckets
+            )
+        return ImageDataModule.from_experiment(exp, processed_dir, fold)
 
     def module(self, exp: Experiment, data) -> ClassificationTask | TfidfBaseline:
         hp, reg, m = exp.train, exp.train.regularize, exp.model

@@ -15,11 +15,11 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
+from torch.utils.data import TensorDataset
 
 from ablab import evaluator as quality
 from ablab.config import Experiment
-from ablab.data.datamodules import ImageDataModule
+from ablab.data.datamodules import Batches, ImageDataModule, shuffled
 from ablab.families.base import (
     CollapsedError,
     DivergedError,
@@ -533,8 +533,7 @@ def add_generated(fit: Fit, data: ImageDataModule, samples: int, epochs: int,
     task = GANTask(generator, discriminator, k, 64, lr=lr, max_epochs=epochs, seed=seed,
                    schedule={"name": "none"})  # fmt: skip
     dataset = TensorDataset(images, y)
-    order = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
-    loader = DataLoader(dataset, sampler=BatchSampler(order, 64, False), batch_size=None)
+    loader = Batches(dataset, 64, shuffled(len(dataset), 64, torch.Generator().manual_seed(seed)))
     with warnings.catch_warnings():  # no validation here: the GAN is scored by the classifier
         warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
         fit.plain_trainer(epochs).fit(task, train_dataloaders=loader)

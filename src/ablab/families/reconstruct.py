@@ -14,11 +14,11 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, TensorDataset
+from torch.utils.data import TensorDataset
 
 from ablab import regularize
 from ablab.config import Experiment
-from ablab.data.datamodules import ImageDataModule
+from ablab.data.datamodules import Batches, ImageDataModule, shuffled
 from ablab.families.base import (
     Family,
     Fit,
@@ -277,9 +277,8 @@ def pretrain_layerwise(fit: Fit, net: nn.Module, data, epochs: int, lr: float, s
     inputs = data.tensors["train"].tensors[0]
     for i, (encoder, decoder) in enumerate(net.pairs()):
         generator = torch.Generator().manual_seed(seed + i)
-        dataset = TensorDataset(inputs)
-        sampler = BatchSampler(RandomSampler(dataset, generator=generator), data.batch_size, False)
-        loader = DataLoader(dataset, sampler=sampler, batch_size=None)
+        order = shuffled(len(inputs), data.batch_size, generator)
+        loader = Batches(TensorDataset(inputs), data.batch_size, order)
         layer = _LayerTask(encoder, decoder, lr, image=i == 0)
         fit.plain_trainer(epochs).fit(layer, train_dataloaders=loader)
         inputs = _batches(encoder, inputs)

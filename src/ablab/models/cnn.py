@@ -24,8 +24,11 @@ def build_cnn(
     head_dropout: float = 0.0,
     activation_name: str = "relu",
     init: str = "default",
+    channels_last: bool = True,
 ) -> nn.Sequential:
-    """[Conv -> BatchNorm? -> activation -> pool(2)? -> Dropout?] per channel count -> head."""
+    """[Conv -> BatchNorm? -> activation -> pool(2)? -> Dropout?] per channel count -> head.
+    With `channels_last` the weights are stored channels-last after initialisation, so the
+    convolutions run in that layout (oneDNN's on CPU) whatever the input's."""
     layers: list[nn.Module] = []
     in_channels = input_shape[0]
     pad = kernel_size // 2 if padding == "same" else 0
@@ -57,4 +60,4 @@ def build_cnn(
     layers += dense_classifier(fan_in, list(head), num_classes, activation_name, head_dropout)
     net = nn.Sequential(*layers)
     initialise(net, init, activation_name)
-    return net
+    return net.to(memory_format=torch.channels_last) if channels_last else net
