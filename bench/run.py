@@ -225,6 +225,37 @@ def bench_layout() -> None:
         record(f"layout.evaluator_us_per_image_{layout}_{size}", per_image, "us")
 
 
+ALLOCATOR_PROBE = """
+import sys, tempfile
+from pathlib import Path
+from ablab.allocator import keep_freed_memory
+from ablab.config import load
+from ablab.train import train
+keep_freed_memory()
+params = load(Path(sys.argv[1]), ["experiments.cnn.train.max_epochs=2", "train.log_model=false",
+                                  "mlflow_experiment=bench"])
+result = train(params.experiment("cnn"), Path(sys.argv[2]), "bench", Path(sys.argv[3]))
+print(sum(row["epoch_seconds"] for row in result.history) / len(result.history))
+"""
+
+
+def bench_allocator(root: Path) -> None:
+    """The default CNN (all 54,000 images, 2 epochs) in a fresh process, with glibc's
+    thresholds raised (ablab's default) and left alone (ABLAB_KEEP_FREED_MEMORY=0)."""
+    seconds: dict[str, list[float]] = {"kept": [], "glibc_default": []}
+    for _ in range(max(REPS // 2, 1)):
+        for label, flag in (("kept", "1"), ("glibc_default", "0")):
+            out = subprocess.run(
+                [sys.executable, "-c", ALLOCATOR_PROBE, str(ROOT / "params.yaml"), str(root),
+                 str(ROOT / "data" / "processed")],
+                env={**os.environ, "ABLAB_KEEP_FREED_MEMORY": flag},
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            seconds[label].append(float(out.stdout.strip().splitlines()[-1]))
+    for label, values in seconds.items():
+        record(f"allocator.cnn_epoch_seconds_{label}", values, "s")
+
+
 def bench_text() -> None:
     """The tweets' LSTM: training tokens per second with uniformly shuffled batches and with
     length buckets (both packed, so padding never enters the recurrence)."""
@@ -384,12 +415,19 @@ def bench_growth(root: Path) -> None:
     for size in (1000, 10000, 54000):
         times = [ablab_epoch("mlp", size, root) for _ in range(3)]
         record(f"growth.mlp_epoch_seconds_{size}", times, "s")
-    noop = []
+    status = subprocess.run(["dvc", "status", "-q"], cwd=ROOT, capture_output=True)
+    if status.returncode:  # a repro here would train: measure only where all is up to date
+        print("dvc: the pipeline is not up to date (make run first): no-op repro not measured")
+        return
+    noop, bare = [], []
     for _ in range(3):
         start = time.perf_counter()
-        subprocess.run(["dvc", "status", "-q"], cwd=ROOT, capture_output=True)
         subprocess.run(["dvc", "repro"], cwd=ROOT, capture_output=True)
         noop.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        subprocess.run(["dvc", "--version"], cwd=ROOT, capture_output=True)
+        bare.append(time.perf_counter() - start)
+    record("dvc.version_seconds", bare, "s")
     record("dvc.noop_repro_seconds", noop, "s")
 
 
@@ -553,11 +591,47 @@ NOTES = """
   asynchronous, to the SQLite store and to a local `mlflow server`.
 - `search.*`: the same 12 random-search trials on digits with median pruning and without;
   trials per minute with 1 and 2 worker processes (threads per worker = cores / workers).
-- `growth.*`: MLP seconds per epoch at 1k, 10k and 54k training images; `dvc.noop_repro_seconds`
-  is `dvc status` plus a `dvc repro` with nothing to do.
+- `growth.*`: MLP seconds per epoch at 1k, 10k and 54k training images;
+  `dvc.noop_repro_seconds` is a `dvc repro` with nothing to do (after a `dvc status`), and
+  `dvc.version_seconds` DVC's own start-up (`dvc --version`).
 
 ## What changed in ablab because of it
 
+Each before/after pair below is in the table above, from the same `make bench` run.
+
+- Batches without a DataLoader (`ablab.data.datamodules.Batches`): a DataLoader over a
+  BatchSampler hands the TensorDataset a list of 128 Python ints per batch;
+  indexing each tensor with a slice of the epoch's permutation does the same work in one
+  call (`data.seconds_per_epoch_dataloader_before` against
+  `data.seconds_per_epoch_batching_only`, 422 batches). Bitwise neutral: the permutation
+  is drawn as RandomSampler draws it and one global random number per pass, as the
+  DataLoader's iterator did (a test compares both batch for batch, global stream included).
+- Channels-last CNNs (`model.channels_last`, on by default for `cnn` and for the GAN
+  evaluator): the default CNN's training step `layout.cnn_train_step_ms_nchw` ->
+  `layout.cnn_train_step_ms_channels_last` (oneDNN's blocked convolutions). Not bitwise
+  neutral: convolutions round differently; `channels_last: false` gives the old numbers.
+  DCGAN, CycleGAN and conv-autoencoder layers measured no faster or slower in it (ConvTranspose2d
+  and InstanceNorm: 0.7-1.2x), so they stay NCHW.
+- Evaluation batches of a channels-last CNN: 256 images (512 before; past 256 its activations
+  fall out of cache): `layout.cnn_eval_us_per_image_nchw_512` ->
+  `layout.cnn_eval_us_per_image_channels_last_256`. The GAN evaluator's features: 128 images
+  a pass (1000 before), `layout.evaluator_us_per_image_nchw_1000` ->
+  `layout.evaluator_us_per_image_channels_last_128`; a GAN unit's test (2 x 10,000 images
+  through it) went from ~6 s to ~1.5 s.
+- Text: sequences were already packed (padding never entered the LSTM), but a random batch
+  of tweets runs as many recurrent steps as its longest tweet. `train.length_buckets: 50`
+  sorts pools of 50 shuffled batches by length before cutting them:
+  `text.lstm_tokens_per_second_shuffled` -> `text.lstm_tokens_per_second_bucketed`. Not
+  bitwise neutral (other batches); `length_buckets: 0` gives the old ones.
+- glibc gave the freed blocks of a batch's large tensors back to the OS, and the next batch
+  faulted their pages in again: in this VM a 12.8 MB `fill_` took 17 ms (the CNN unit's top
+  operator under the profiler). `ablab.allocator` raises glibc's mmap and trim thresholds
+  once per process (`allocator.cnn_epoch_seconds_glibc_default` ->
+  `allocator.cnn_epoch_seconds_kept`, the default CNN on all 54,000 images). Bitwise neutral.
+- `torch.compile` (inductor) was measured and not adopted: `compile.*` shows its first step
+  (the compile) against the step time it buys; the default run's units train for seconds.
+  Folding batch norm into the convolutions for evaluation was not tried: evaluation is
+  under a tenth of a CNN unit now.
 - The classification task logged `train_loss` and `train_objective` with `self.log` every step
   (epoch means, but Lightning's logging machinery runs per call, ~0.5 ms each here). They are
   now summed in the task and handed to the epoch logger once per epoch: MLP overhead ratio
@@ -571,10 +645,19 @@ NOTES = """
 
 ## Where the rest goes
 
-- The MLP's remaining ~0.07 s/epoch over 157 steps (~0.45 ms/step) is Lightning's own loop
-  (hooks, optimizer closure, batch transfer); ANCHORS measures +0.4 ms/step for Lightning with
-  logger, checkpointing and progress bar off. It is a fixed cost per step, so it matters for
-  tiny models (0.16 GFLOP per MLP step against 0.83 for the CNN) and vanishes for the CNN.
+- Lightning's own loop (hooks, optimizer closure, batch transfer, progress tracking) costs
+  `lightning.floor_ms_per_step` over a plain loop even for a bare module with no callbacks
+  and no logger. Against the MLP's plain ~1.9 ms step that alone is a ratio of ~1.13, so
+  1.10 is out of reach while training runs in Lightning's Trainer; the rest of the MLP's
+  overhead is ablab's callbacks (epoch logger, checkpoint, early stopping), the loss
+  bookkeeping and the gradient-norm sample every 8th step. It is a fixed cost per step, so it
+  matters for tiny models (0.16 GFLOP per MLP step against 0.83 for the CNN).
+- Every DVC stage is a process that imports torch, Lightning and MLflow before its first run:
+  ~4.5 s here (`python -X importtime`: Lightning 2.2 s of it, torch._dynamo 1.0 s pulled in by
+  lightning.fabric, MLflow 0.9 s). The default run has ~24 such processes: ~2 minutes.
+  Fewer processes (suites as workers that train many units) is the cure, not lazier imports.
+- The CNN's step is memory-bound elementwise work (the profile above): batch norm, ReLU and
+  max-pool over 128x16x28x28 maps, forward and backward, each ~1-2 ms at ~5 GB/s.
 - Logging per epoch costs ~2 ms on SQLite and ~20 ms on a local server, against 0.4-1.5 s per
   epoch: under 2% even with a server. Asynchronous logging is slower here for single small
   batches (a thread hand-off per call) and is not used.
@@ -590,7 +673,7 @@ def main() -> None:
         sections = {"overhead": bench_overhead, "data": lambda _: bench_data(),
                     "layout": lambda _: bench_layout(), "text": lambda _: bench_text(),
                     "lightning": lambda _: bench_lightning_floor(),
-                    "compile": lambda _: bench_compile(),
+                    "compile": lambda _: bench_compile(), "allocator": bench_allocator,
                     "profile": bench_profile, "tracking": bench_tracking,
                     "growth": bench_growth, "search": bench_search}  # fmt: skip
         chosen = os.environ.get("BENCH_ONLY", ",".join(sections)).split(",")

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ablab.allocator import keep_freed_memory
 from ablab.config import ConfigError, load
 from ablab.data.sources import DataError
 
@@ -219,6 +220,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
+    keep_freed_memory()
     try:
         args.func(args)
     except (ConfigError, DataError) as exc:  # StorageError is a ConfigError

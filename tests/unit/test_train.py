@@ -80,3 +80,16 @@ def test_schedule_is_applied_and_lr_logged_per_epoch(digits_root, tmp_path):
     run_experiment(params, "mlp", tmp_path, processed_dir=digits_root / "data" / "processed")
     with (tmp_path / "results" / "mlp" / "curves.csv").open() as f:
         assert [float(r["lr"]) for r in csv.DictReader(f)] == [0.01, 0.005]
+
+
+def test_the_allocator_keeps_freed_memory_unless_switched_off(monkeypatch):
+    import platform
+
+    from ablab.allocator import keep_freed_memory
+
+    monkeypatch.setenv("ABLAB_KEEP_FREED_MEMORY", "0")
+    assert keep_freed_memory() is False
+    monkeypatch.delenv("ABLAB_KEEP_FREED_MEMORY")
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is glibc's")
+    assert keep_freed_memory() is True
