@@ -589,7 +589,9 @@ NOTES = """
   model, data tensors, batch size and threads. MLP on 20k images, CNN on 10k.
 - `*.fraction_of_matmul_peak`: FLOPs of one training step (counted by
   `torch.utils.flop_counter`, forward and backward) times the plain loop's steps per second,
-  over `torch.mm` of 2048x2048 matrices with the same threads.
+  over `torch.mm` of 2048x2048 matrices with the same threads. That reading is one
+  matmul's best of five and moves between runs here (1.6e11 to 2.4e11 FLOP/s on the same
+  day), and the fractions with it: compare plain epoch seconds across runs instead.
 - `tracking.*`: one `log_metric`, and one epoch's batch of 6 metrics synchronous or
   asynchronous, to the SQLite store and to a local `mlflow server`.
 - `search.*`: the same 12 random-search trials on digits with median pruning and without;

@@ -24,8 +24,8 @@ from ablab.models.cnn import build_cnn
 # the fixed recipe: what the evaluator is does not vary by params, so its numbers stay comparable
 CHANNELS, HEAD, BATCH, LR = (32, 64), (128,), 128, 2e-3
 SAMPLES = 10_000  # images per side of a test-time distance, as in the FID recipe
-# images per no-grad pass: the channels-last evaluator ran 44 us an image at 128 here, 167 at
-# 512 and 259 at 1000 before it was channels-last (make bench)
+# images per no-grad pass: the channels-last evaluator runs ~50 us an image at 128 here, ~160
+# at 512; at 1000 and NCHW, as before, ~200-260 (make bench, layout.evaluator_*)
 EVAL_BATCH = 128
 
 

@@ -17,9 +17,9 @@ from ablab.data import samplers
 from ablab.data.augment import augment
 from ablab.data.preprocess import load_arrays
 
-# No gradients, so larger than training batches: the size that ran fastest per image here
-# (make bench). Past 512 an MLP gains nothing and a CNN's activations fall out of cache; a
-# channels-last CNN already past 256 (19 us an image at 256, 64 at 512).
+# No gradients, so larger than training batches: the size that ran fastest per image here.
+# Past 512 an MLP gains nothing and a CNN's activations fall out of cache; a channels-last
+# CNN's already past 256 (~20 us an image at 256, ~65 at 512: make bench, layout.*).
 EVAL_BATCH_SIZE = 512
 EVAL_BATCH_SIZES = {"cnn": 256}
 
