@@ -16,6 +16,8 @@ import mlflow
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
+from ablab.config import ConfigError
+
 
 def tracking_uri(root: Path) -> str:
     """$MLFLOW_TRACKING_URI (a server), else the project's SQLite store."""
@@ -39,12 +41,41 @@ def use_store(root: Path, experiment: str) -> str:
         # set_tracking_uri exports the variable; unset it means "the project's store" to us
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     if not local:
+        check_server(uri)
         return _experiment_id(experiment, None)
     (Path(root) / "mlruns").mkdir(parents=True, exist_ok=True)
     # Processes starting together on a new store would race to create its tables.
     with open(Path(root) / "mlruns" / ".store.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         return _experiment_id(experiment, f"{artifact_root(root)}/{experiment}")
+
+
+class StoreUnreachable(ConfigError):
+    """The tracking server in MLFLOW_TRACKING_URI does not answer."""
+
+
+def check_server(uri: str, timeout: float = 5.0) -> None:
+    """An http(s) tracking URI must answer MLflow's /health within `timeout` seconds; else
+    StoreUnreachable names it (MLflow's own client would retry for minutes first)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as answer:
+            if answer.status == 200:
+                return
+            reason = f"HTTP {answer.status}"
+    except urllib.error.HTTPError as exc:
+        reason = f"HTTP {exc.code} from /health"
+    except (urllib.error.URLError, OSError) as exc:
+        reason = str(getattr(exc, "reason", exc))
+    raise StoreUnreachable(
+        f"MLFLOW_TRACKING_URI={uri}: no MLflow server answers there ({reason}); start it "
+        "(`mlflow server`, `ablab ui`) or unset MLFLOW_TRACKING_URI to use the project's "
+        "store in mlruns/"
+    )
 
 
 def _experiment_id(experiment: str, location: str | None) -> str:

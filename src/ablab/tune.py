@@ -48,9 +48,11 @@ def storage_url(tune: TuneParams, root: Path) -> str:
 
 
 def masked(url: str) -> str:
-    """The URL with its password replaced by ***."""
+    """The URL with its password replaced by ***; text that is no URL at all, as given."""
     from sqlalchemy.engine import make_url
 
+    if "://" not in url:
+        return url
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # not a URL SQLAlchemy can parse: show only its scheme

@@ -69,9 +69,33 @@ def test_bad_values_name_the_file_key_and_allowed(tmp_path, key, value, expected
 
 def test_unknown_experiment_is_named(tmp_path):
     with pytest.raises(
-        ConfigError, match="unknown experiment 'resnet'; params.yaml defines: cnn, mlp"
+        ConfigError, match="unknown experiment 'resnet'; .*params.yaml defines: cnn, mlp"
     ):
         load(write(tmp_path, TINY_PARAMS)).experiment("resnet")
+
+
+def test_messages_name_the_params_file_that_was_read(tmp_path):
+    """`--params FILE`: every message names FILE, not params.yaml."""
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(TINY_PARAMS))
+    params = load(path)
+    with pytest.raises(ConfigError, match=f"; {path} defines: cnn, mlp") as info:
+        params.experiment("resnet")
+    assert "params.yaml" not in str(info.value)
+    bad = copy.deepcopy(TINY_PARAMS)
+    bad["suites"] = {"s": {"experiment": "mlp", "variants": {"v": {"model.arch": "resnet"}}}}
+    path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(ConfigError, match=f"^{path}: invalid params") as info:
+        load(path)
+    assert "suites.s.variants.v.model.arch" in str(info.value)
+
+
+def test_an_empty_params_file_is_refused_by_name(tmp_path):
+    empty = tmp_path / "params.yaml"
+    for text in ("", "# nothing yet\n"):
+        empty.write_text(text)
+        with pytest.raises(ConfigError, match=f"{empty}: empty: nothing to fetch, train or tune"):
+            load(empty)
 
 
 def test_missing_and_malformed_files(tmp_path):

@@ -93,18 +93,40 @@ def test_unreachable_url_names_url_and_alternatives(tmp_path):
     assert not list((tmp_path / "raw").rglob("*.gz*"))
 
 
-def test_corrupt_cache_file_names_file_and_hashes(tmp_path, remote_digits):
+def test_a_corrupt_cached_file_is_discarded_and_fetched_again(tmp_path, served, remote_digits):
+    www, url = served
+    (www / "digits.csv.gz").write_bytes(digits_path().read_bytes())
     cached = sources.cache_dir() / "digits" / "digits.csv.gz"
     cached.parent.mkdir(parents=True)
-    cached.write_bytes(b"not the digits")
+    cached.write_bytes(b"not the digits")  # e.g. a download cut short
+    (path,) = fetch("digits", tmp_path / "raw", base_url=url)
+    assert sources.check(path, remote_digits.files[0]) is None
+    assert sources.check(cached, remote_digits.files[0]) is None  # the cache holds the good one
+
+
+def test_a_corrupt_cached_file_with_no_mirror_names_file_and_hashes(tmp_path, remote_digits):
+    cached = sources.cache_dir() / "digits" / "digits.csv.gz"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(gzip.compress(b"not the digits")[:-9])  # a broken deflate stream
+    bad_md5 = hashlib.md5(cached.read_bytes()).hexdigest()
     with pytest.raises(DataError) as err:
         fetch("digits", tmp_path / "raw")
     message = str(err.value)
-    assert str(cached) in message
-    assert hashlib.md5(b"not the digits").hexdigest() in message
+    assert "cannot download http://unused/digits.csv.gz" in message
+    assert f"discarded a corrupt local copy: {cached}: md5 {bad_md5}" in message
     assert remote_digits.files[0].md5 in message
-    assert "delete it" in message
+    assert "set data.sources.digits.base_url" in message
+    assert not cached.exists()
     assert not list((tmp_path / "raw").rglob("*.gz*"))
+
+
+def test_a_mirror_that_fails_is_named_not_suggested(tmp_path, served, remote_digits):
+    _, url = served  # serves nothing: 404
+    with pytest.raises(DataError) as err:
+        fetch("digits", tmp_path / "raw", base_url=url)
+    message = str(err.value)
+    assert f"check data.sources.digits.base_url ({url}): it did not serve the file" in message
+    assert "set data.sources.digits.base_url" not in message
 
 
 def test_recompressed_file_is_accepted_by_content_hash(tmp_path):

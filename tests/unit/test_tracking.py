@@ -40,3 +40,20 @@ def test_flatten_nested_params():
         "a.c.d": "[1, 2]",
         "e": "None",
     }
+
+
+def test_an_unreachable_tracking_server_fails_fast_naming_the_uri(tmp_path, monkeypatch):
+    import socket
+    import time
+
+    import pytest
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    start = time.perf_counter()
+    with pytest.raises(tracking.StoreUnreachable, match=f"MLFLOW_TRACKING_URI={uri}: no MLflow"):
+        tracking.use_store(tmp_path, "ablab-test")
+    assert time.perf_counter() - start < 10  # MLflow's own client retries for minutes

@@ -73,6 +73,7 @@ def test_unreachable_storage_is_named_with_its_password_masked(tmp_path, digits_
         experiment = client.get_experiment_by_name("ablab-test")
         assert experiment is None or not client.search_runs([experiment.experiment_id])
     assert masked("sqlite:////x/y.db") == "sqlite:////x/y.db"
+    assert masked("notaurl") == "notaurl"  # as typed, not made into "notaurl://***"
 
 
 def test_study_resumes_under_the_same_parent_and_diverging_trials_fail(tmp_path, digits_root):

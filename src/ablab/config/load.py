@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import Field, PrivateAttr, TypeAdapter, ValidationError
 
 from ablab.config.common import DATASETS, ConfigError, Strict, describe, invalid
 from ablab.config.data import DataParams, Skew
@@ -76,13 +76,13 @@ class Params(Strict):
     tune: TuneParams | None = None
     diagnose: DiagnoseParams = DiagnoseParams()
     evaluator: EvaluatorParams = EvaluatorParams()
+    _source: str = PrivateAttr("params.yaml")  # the file the params came from, for messages
 
     def experiment(self, name: str) -> Experiment:
         """The experiment `name` with every default filled in."""
         if name not in self.experiments:
-            raise ConfigError(
-                f"unknown experiment {name!r}; params.yaml defines: {', '.join(self.experiments)}"
-            )
+            defined = ", ".join(self.experiments)
+            raise ConfigError(f"unknown experiment {name!r}; {self._source} defines: {defined}")
         return _resolved(self, name, self.experiments[name], self.seed, f"experiments.{name}")
 
     def _resolve(self, name: str, entry, seed: int) -> Experiment:
@@ -107,18 +107,18 @@ class Params(Strict):
         """Every (variant, seed) of a suite as a resolved experiment, variants in order."""
         if suite_name not in self.suites:
             raise ConfigError(
-                f"unknown suite {suite_name!r}; params.yaml defines: {', '.join(self.suites)}"
+                f"unknown suite {suite_name!r}; {self._source} defines: {', '.join(self.suites)}"
             )
         suite = self.suites[suite_name]
         if suite.experiment not in self.experiments:
             raise ConfigError(
                 f"suites.{suite_name}.experiment: unknown experiment {suite.experiment!r}; "
-                f"params.yaml defines: {', '.join(self.experiments)}"
+                f"{self._source} defines: {', '.join(self.experiments)}"
             )
         task = self.experiments[suite.experiment].task
         compared = ENTRIES[task].compared
         if suite.headline is not None and suite.headline not in compared:
-            raise invalid("params.yaml", [
+            raise invalid(self._source, [
                 f"suites.{suite_name}.headline: got {suite.headline!r}; a {task} suite compares "
                 + ", ".join(repr(m) for m in compared)
             ])  # fmt: skip
@@ -134,7 +134,7 @@ class Params(Strict):
             arch = changes.get("model", {}).get("arch")
             if arch is not None and arch != base["model"]["arch"]:
                 tree["model"] = changes["model"]  # another network: its defaults, not the base's
-            entry = _entry(tree, where)
+            entry = _entry(tree, where, self._source)
             for seed in suite.seeds:
                 exp = _resolved(self, suite.experiment, entry, seed, where)
                 runs.append(SuiteRun(suite=suite_name, variant=variant, seed=seed, experiment=exp))
@@ -155,14 +155,14 @@ class Params(Strict):
         tune = self.tune
         if tune.experiment not in self.experiments:
             raise ConfigError(
-                f"tune.experiment: unknown experiment {tune.experiment!r}; params.yaml "
+                f"tune.experiment: unknown experiment {tune.experiment!r}; {self._source} "
                 f"defines: {', '.join(self.experiments)}"
             )
         base = self.experiments[tune.experiment].model_dump(exclude_unset=True)
         tree = deep_merge(deep_merge(base, nest_overrides(tune.common)), nest_overrides(values))
-        entry = _entry(tree, "tune")
+        entry = _entry(tree, "tune", self._source)
         if tune.metric not in entry.epoch_metrics:
-            raise invalid("params.yaml", [
+            raise invalid(self._source, [
                 f"tune.metric: got {tune.metric!r}; a {entry.task} experiment reports "
                 + ", ".join(repr(m) for m in entry.epoch_metrics) + " per epoch"
             ])  # fmt: skip
@@ -188,16 +188,16 @@ class Params(Strict):
                           if exp.task == "generate"} - set(self.evaluator.datasets))  # fmt: skip
         if missing:
             raise ConfigError(
-                f"params.yaml: evaluator.datasets: task generate is scored by each dataset's "
+                f"{self._source}: evaluator.datasets: task generate is scored by each dataset's "
                 f"evaluator; add {', '.join(missing)} (now {self.evaluator.datasets})"
             )
 
 
-def _entry(tree: dict, where: str):
+def _entry(tree: dict, where: str, source: str):
     try:
         return _ENTRY.validate_python(tree)
     except ValidationError as exc:
-        raise invalid("params.yaml", [describe(e, where) for e in exc.errors()]) from None
+        raise invalid(source, [describe(e, where) for e in exc.errors()]) from None
 
 
 def _resolved(params: Params, name: str, entry, seed: int, where: str) -> Experiment:
@@ -207,9 +207,9 @@ def _resolved(params: Params, name: str, entry, seed: int, where: str) -> Experi
     except ValidationError as exc:
         # the merged train section failed: the key lives in this entry's train overrides
         lines = [describe(e, f"{where}.train") for e in exc.errors()]
-        raise invalid("params.yaml", lines) from None
+        raise invalid(params._source, lines) from None
     except ValueError as exc:
-        raise invalid("params.yaml", [f"{where}: {exc}"]) from None
+        raise invalid(params._source, [f"{where}: {exc}"]) from None
 
 
 def _datasets(exp: Experiment) -> list[str]:
@@ -228,18 +228,16 @@ def validate(tree: dict, source: str = "params.yaml") -> Params:
         params = Params.model_validate(tree)
     except ValidationError as exc:
         raise invalid(source, [describe(e) for e in exc.errors()]) from None
-    try:
-        for name in params.experiments:
-            params.experiment(name)
-        full = params.full_size()
-        for name in params.suites:
-            params.suite_runs(name)
-            full.suite_runs(name)  # the full recipe's variants are checked too
-        if params.tune is not None:  # an unknown hyperparameter name fails here, named
-            params.tuned_experiment({k: d.lowest() for k, d in params.tune.space.items()})
-        params.check_evaluators()
-    except ConfigError as exc:
-        raise ConfigError(str(exc).replace("params.yaml", source, 1)) from None
+    params._source = source
+    for name in params.experiments:
+        params.experiment(name)
+    full = params.full_size()
+    for name in params.suites:
+        params.suite_runs(name)
+        full.suite_runs(name)  # the full recipe's variants are checked too
+    if params.tune is not None:  # an unknown hyperparameter name fails here, named
+        params.tuned_experiment({k: d.lowest() for k, d in params.tune.space.items()})
+    params.check_evaluators()
     return params
 
 
@@ -254,6 +252,11 @@ def load(path: str | Path = "params.yaml", overrides: list[str] | None = None) -
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
+    if not tree:
+        raise ConfigError(
+            f"{path}: empty: nothing to fetch, train or tune; it needs at least an `experiments` "
+            "section (see the README)"
+        )
     for item in overrides or []:
         key, value = parse_override(item)
         set_path(tree, key, value)

