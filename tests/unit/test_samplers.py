@@ -152,3 +152,12 @@ def test_length_buckets_cover_every_example_once_in_batches_of_similar_length():
         .mean()
     )
     assert spread < shuffled_spread / 3
+
+
+def test_a_stratified_subset_keeps_the_class_proportions_exactly():
+    labels = np.repeat([0, 1, 2], [600, 300, 100])
+    idx = np.arange(1000)
+    kept = samplers.stratified_subset(idx, labels, 100, seed=3)
+    assert np.bincount(labels[kept]).tolist() == [60, 30, 10]
+    assert len(set(kept.tolist())) == 100
+    assert not np.array_equal(kept, samplers.stratified_subset(idx, labels, 100, seed=4))

@@ -57,3 +57,29 @@ def test_padding_in_the_source_is_never_attended():
     junk = source.clone()
     junk[1, 2:] = 9
     assert torch.equal(net.greedy(junk, lengths, 3, dates.BOS_ID), out)
+
+
+def test_exact_and_character_accuracy_on_a_known_decoding():
+    """Exact match ignores padding; character accuracy counts the target's real tokens."""
+    from torch import nn
+
+    from ablab.data.dates import PAD_ID
+    from ablab.families.translate import TranslationTask
+
+    target = torch.tensor([[5, 6, PAD_ID], [7, 8, 9], [4, 4, 4]])
+    decoded = torch.tensor([[5, 6, 3], [7, 0, 9], [4, 4, 5]])
+
+    class Known(nn.Module):
+        def forward(self, source, lengths, decoder_input):
+            return torch.zeros(len(source), decoder_input.shape[1], 12)
+
+        def greedy(self, source, lengths, steps, bos):
+            return decoded
+
+    task = TranslationTask(Known())
+    source = torch.ones(3, 4, dtype=torch.long)
+    task._eval_step((source, torch.tensor([4, 4, 4]), target))
+    assert task._exact == 1  # row 1 only: its padded position does not count
+    assert task._count == 3
+    assert task._tokens == 8
+    assert task._chars == 2 + 2 + 2
