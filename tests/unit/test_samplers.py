@@ -61,6 +61,17 @@ def test_val_subset_and_augment_only_touch_training_batches(digits_root):
     batch = data.tensors["val"].tensors[0][:4], data.tensors["val"].tensors[1][:4]
     out = data.on_after_batch_transfer(batch, 0)  # no trainer, or not training: untouched
     assert out[0] is batch[0]
+    import lightning.pytorch as pl
+
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    data.trainer = trainer
+    trainer.training = True  # a training batch: flipped and noised, labels kept
+    out = data.on_after_batch_transfer(batch, 0)
+    assert out[0].shape == batch[0].shape
+    assert (out[0] - batch[0]).std() > 0.3
+    assert torch.equal(out[1], batch[1])
+    trainer.validating = True  # a validation batch inside the same fit: untouched
+    assert data.on_after_batch_transfer(batch, 0)[0] is batch[0]
 
 
 def test_label_noise_flips_the_fraction_to_other_classes_in_training_only(digits_root):
