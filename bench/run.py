@@ -696,6 +696,7 @@ def main() -> None:
         return
     (ROOT / "bench" / "results.json").write_text(json.dumps(RESULTS, indent=2) + "\n")
     write_markdown()
+    print("\n".join(units.table()))
     print("wrote bench/results.json and BENCHMARKS.md")
 
 
