@@ -46,3 +46,26 @@ def test_missing_raw_files_name_the_folder_and_the_fix(tmp_path):
     with pytest.raises(DataError, match=r"fashion_mnist: missing train-images.*dvc repro fetch"):
         preprocess("fashion_mnist", tmp_path / "raw", tmp_path / "out", 0.1, 0.2, 0)
     assert not (tmp_path / "out").exists()
+
+
+def test_sunspot_windows_hold_the_past_and_the_target_is_the_next_year(tmp_path):
+    """Window i is years i .. i+w-1 of the raw series, in raw units; its target is year i+w;
+    the splits run in time order."""
+    import pandas as pd
+
+    from ablab.data.preprocess import load_arrays, preprocess_series
+    from ablab.data.sources import SOURCES, fetch
+
+    raw, processed, w = tmp_path / "raw", tmp_path / "processed", 20
+    fetch("sunspots", raw)
+    preprocess_series("sunspots", raw, processed, 0.1, 0.2, 0, w)
+    table = pd.read_csv(raw / "sunspots" / SOURCES["sunspots"].files[0].name)
+    values = table["SUNACTIVITY"].to_numpy(np.float32)
+    arrays, targets, splits, meta = load_arrays(processed / "sunspots", ("windows",))
+    windows = arrays["windows"]
+    assert len(windows) == len(targets) == len(values) - w
+    for i in (0, 1, 137, len(targets) - 1):
+        assert np.array_equal(windows[i], values[i : i + w])
+        assert targets[i] == values[i + w]
+    assert splits["train"].max() < splits["val"].min() <= splits["val"].max() < splits["test"].min()
+    assert meta["split_years"]["train"][0] == int(table["YEAR"].iloc[w])

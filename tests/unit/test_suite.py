@@ -236,3 +236,25 @@ def test_full_recipe_is_one_command_into_results_full(suite_root, monkeypatch, c
     client, runs = runs_by_name(root)
     assert runs["suite/tiny/full"].data.tags["ablab.recipe"] == "full"
     assert runs["tiny/wide/seed3"].data.tags["ablab.recipe"] == "full"
+
+
+def test_variant_means_by_hand():
+    """Means over finished seeds only; a diverged seed is counted, not averaged in."""
+    from ablab.suite import variant_means
+
+    report = {
+        "variants": {"base": "", "fast": ""},
+        "metrics": ["test_accuracy", "test_loss"],
+        "runs": [
+            {"variant": "base", "status": "finished",
+             "summary": {"test_accuracy": 0.80, "test_loss": 0.50}},
+            {"variant": "base", "status": "finished",
+             "summary": {"test_accuracy": 0.90, "test_loss": 0.30}},
+            {"variant": "fast", "status": "finished",
+             "summary": {"test_accuracy": 0.70, "test_loss": 0.60}},
+            {"variant": "fast", "status": "diverged", "summary": {}},
+        ],
+    }  # fmt: skip
+    means = variant_means(report)
+    assert means["base"] == {"diverged": 0, "test_accuracy": 0.85, "test_loss": 0.4}
+    assert means["fast"] == {"diverged": 1, "test_accuracy": 0.7, "test_loss": 0.6}

@@ -92,3 +92,15 @@ def test_the_best_checkpoint_is_the_one_tested(tmp_path, digits_root):
     assert all(torch.equal(tested[k], v) for k, v in snapshots.weights[best].items())
     last = snapshots.weights[len(losses) - 1]
     assert not all(torch.equal(tested[k], v) for k, v in last.items())
+
+
+def test_disturb_label_trains_on_disturbed_labels_and_reports_the_true_loss(tmp_path, digits_root):
+    """DisturbLabel replaces training labels inside the step: the objective (on disturbed
+    labels) sits well above train_loss (the same predictions on the true labels)."""
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(TINY_PARAMS))
+    params = load(path, ["train.max_epochs=3", "train.regularize.disturb_label=0.8"])
+    result = train(params.experiment("mlp"), tmp_path, "ablab-test",
+                   digits_root / "data" / "processed")  # fmt: skip
+    last = result.history[-1]
+    assert last["train_objective"] > last["train_loss"] + 0.3
