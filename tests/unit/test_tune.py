@@ -115,3 +115,34 @@ def test_study_resumes_under_the_same_parent_and_diverging_trials_fail(tmp_path,
     failed = [t for t in study.trials if t.state == TrialState.FAIL]
     assert failed[0].params["train.regularize.l2"] == 1000.0
     assert failed[0].user_attrs["failure"].startswith("diverged: training loss is")
+
+
+def test_objective_is_the_trials_best_epoch_and_a_hopeless_trial_is_pruned(tmp_path, digits_root):
+    """Three sound learning rates, then one that cannot learn: the median pruner stops the
+    last one after its warm-up epoch; each finished trial's value is the best val_accuracy
+    of its own MLflow run's epochs, and of what it reported to Optuna."""
+    from ablab.tune import load_study
+
+    space = {"train.lr": {"type": "float", "low": 1e-7, "high": 0.1, "log": True}}
+    forced = {**TUNE, "study_name": "forced", "pruner": "median", "n_trials": 4,
+              "common": {"train.max_epochs": 4}, "space": space}  # fmt: skip
+    params = load(write(tmp_path, forced, digits_root))
+    for lr in (0.05, 0.03, 0.02, 1e-7):
+        load_study(params, tmp_path).enqueue_trial({"train.lr": lr})
+    run_tune(params, tmp_path)
+    study = optuna.load_study(study_name="forced", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db")
+    trials = sorted(study.trials, key=lambda t: t.number)
+    states = [t.state for t in trials]
+    assert states == [TrialState.COMPLETE] * 3 + [TrialState.PRUNED]
+    assert len(trials[3].intermediate_values) < 4  # stopped before its last epoch
+    client = MlflowClient(tracking.tracking_uri(tmp_path))
+    experiment = client.get_experiment_by_name("ablab-test")
+    runs = {r.data.tags.get("ablab.trial"): r for r in client.search_runs(
+        [experiment.experiment_id], "tags.`ablab.study` = 'forced'")}  # fmt: skip
+    for trial in trials[:3]:
+        run = runs[str(trial.number)]
+        epochs = client.get_metric_history(run.info.run_id, "val_accuracy")
+        assert len(epochs) == 4
+        assert trial.value == pytest.approx(max(m.value for m in epochs))
+        assert trial.value == pytest.approx(max(trial.intermediate_values.values()))
+    assert runs["3"].data.tags["ablab.trial_state"] == "PRUNED"
