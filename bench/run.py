@@ -68,7 +68,7 @@ def ablab_epoch(name: str, subset: int, root: Path) -> float:
 def plain_epoch(name: str, subset: int) -> tuple[float, float, int]:
     """The same model, data, batch size and threads in a minimal loop: (second epoch seconds,
     steps per second of its training part, FLOPs per training step)."""
-    from ablab.data.datamodules import EVAL_BATCH_SIZE, EVAL_BATCH_SIZES, ImageDataModule
+    from ablab.data.datamodules import ImageDataModule, eval_batch_size
     from ablab.models import build
 
     params = params_for(name, subset)
@@ -103,7 +103,7 @@ def plain_epoch(name: str, subset: int) -> tuple[float, float, int]:
             steps += epoch == 1
         train_seconds = time.perf_counter() - start
         net.eval()
-        size = EVAL_BATCH_SIZES.get(exp.model.arch, EVAL_BATCH_SIZE)
+        size = eval_batch_size(exp.model.arch)
         with torch.no_grad():
             for i in range(0, len(vx), size):
                 net(vx[i : i + size]).argmax(1)
@@ -181,6 +181,19 @@ def _median_ms(fn, reps: int = 30, warmup: int = 5) -> float:
     return statistics.median(_timed(fn) for _ in range(reps)) * 1000
 
 
+def _adam_step(forward, parameters, x: torch.Tensor, y: torch.Tensor):
+    """One Adam training step of `forward` on (x, y), as a closure to time."""
+    opt = torch.optim.Adam(parameters)
+
+    def step() -> None:
+        loss = F.cross_entropy(forward(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return step
+
+
 def bench_layout() -> None:
     """Channels-last against NCHW: the default CNN's training step (batch 128), its no-grad
     pass per image at the old and new evaluation batch, and the GAN evaluator's features."""
@@ -194,14 +207,7 @@ def bench_layout() -> None:
     for layout, last in (("nchw", False), ("channels_last", True)):
         torch.manual_seed(0)
         net = build(model.model_copy(update={"channels_last": last}), (1, 28, 28), 10)
-        opt = torch.optim.Adam(net.parameters())
-
-        def step(net=net, opt=opt) -> None:
-            loss = F.cross_entropy(net(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-
+        step = _adam_step(net, net.parameters(), x, y)
         steps = [_median_ms(step) for _ in range(REPS)]
         record(f"layout.cnn_train_step_ms_{layout}", steps, "ms")
         net.eval()
@@ -495,14 +501,7 @@ def bench_compile() -> None:
             torch.manual_seed(0)
             net = build(params.experiment(name).model, (1, 28, 28), 10)
             forward = torch.compile(net) if compiled else net
-            opt = torch.optim.Adam(net.parameters())
-
-            def step(forward=forward, opt=opt) -> None:
-                loss = F.cross_entropy(forward(x), y)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-
+            step = _adam_step(forward, net.parameters(), x, y)
             record(f"compile.{name}_first_step_seconds_{label}", _timed(step), "s")
             record(f"compile.{name}_step_ms_{label}", _median_ms(step), "ms")
 

@@ -24,6 +24,11 @@ EVAL_BATCH_SIZE = 512
 EVAL_BATCH_SIZES = {"cnn": 256}
 
 
+def eval_batch_size(arch: str) -> int:
+    """Images per no-grad batch for a network of this arch."""
+    return EVAL_BATCH_SIZES.get(arch, EVAL_BATCH_SIZE)
+
+
 class Batches:
     """An epoch's batches of a TensorDataset: each tensor indexed once per batch by an index
     tensor from `order()` (None: in order, as views). Lightning iterates it as it would a
@@ -127,7 +132,7 @@ class ArrayDataModule(pl.LightningDataModule):
         return cls(
             Path(processed_dir) / exp.dataset, hp.batch_size, exp.seed, exp.subset,
             exp.val_subset, exp.skew, hp.imbalance, fold, hp.augment, hp.regularize.input_noise,
-            exp.label_noise, EVAL_BATCH_SIZES.get(exp.model.arch, EVAL_BATCH_SIZE), **extra,
+            exp.label_noise, eval_batch_size(exp.model.arch), **extra,
         )  # fmt: skip
 
     def _indices(self, labels: np.ndarray, splits: dict) -> dict[str, np.ndarray]:
