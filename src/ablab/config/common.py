@@ -12,12 +12,19 @@ DATASETS: dict[str, tuple[str, int]] = {
     "digits": ("image", 10),
     "fashion_mnist": ("image", 10),
     "mnist": ("image", 10),
+    "mnist_m": ("image", 10),  # MNIST's digits blended into colour photo patches (Ganin et al.)
     "tweets": ("text", 3),
     "imdb": ("text", 2),
     "sunspots": ("series", 0),  # regression: no classes
     "dates": ("translation", 0),  # generated (written date, ISO date) pairs
 }
-Dataset = Literal["digits", "fashion_mnist", "mnist", "tweets", "imdb", "sunspots", "dates"]
+# which label set a dataset's classes are: transfer that reads source labels as target labels
+# needs the same one
+LABEL_SETS = {"digits": "digits", "mnist": "digits", "mnist_m": "digits",
+              "fashion_mnist": "clothes", "tweets": "sentiment", "imdb": "sentiment"}  # fmt: skip
+Dataset = Literal[
+    "digits", "fashion_mnist", "mnist", "mnist_m", "tweets", "imdb", "sunspots", "dates"
+]
 Activation = Literal["relu", "leaky_relu", "elu", "gelu", "tanh", "sigmoid"]
 Init = Literal["default", "xavier", "kaiming"]
 Optimizer = Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
@@ -38,7 +45,15 @@ class Strict(BaseModel):
 # union tags pydantic puts in an error's path; users never wrote them
 _TAGS = {
     "model": {"mlp", "cnn", "rnn", "tfidf", "seq2seq", "autoencoder", "gan", "dcgan", "cyclegan"},
-    "entry": {"classify", "regress", "translate", "reconstruct", "generate"},
+    "entry": {
+        "classify",
+        "regress",
+        "translate",
+        "reconstruct",
+        "generate",
+        "pseudo_label",
+        "adapt",
+    },
 }
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from ablab.config.common import DATASETS, Strict
+from ablab.config.common import DATASETS, LABEL_SETS, Dataset, NonNegative, Probability, Strict
 from ablab.config.data import ExperimentData
 from ablab.config.nets import (
     AutoencoderParams,
@@ -128,15 +128,115 @@ class GenerateEntry(EntryBase):
     headline = "test_frechet_distance"
 
 
+class PseudoLabelParams(Strict):
+    """Pseudo-labels (Lee 2013): `labels` of the training examples keep their label, the rest
+    are unlabelled; each step adds alpha(t) x the cross-entropy of an unlabelled batch against
+    the network's own argmax, alpha rising linearly from 0 at `start_epoch` to `alpha_final` at
+    `full_epoch`. alpha_final 0: supervised only (the unlabelled examples are never read)."""
+
+    labels: Annotated[int, Field(ge=10)] = 600  # labelled training examples, stratified
+    alpha_final: NonNegative = 3.0  # the paper's alpha_f
+    start_epoch: Annotated[int, Field(ge=0, le=10000)] = 2  # T1: alpha is 0 before it
+    full_epoch: Annotated[int, Field(ge=1, le=10000)] = 8  # T2: alpha_f from here on
+    # keep a pseudo-label only where the softmax confidence reaches this (0: keep all)
+    threshold: Probability = 0.0
+    unlabelled_batch_size: Annotated[int, Field(ge=1, le=65536)] = 256  # the paper's 256
+
+    @model_validator(mode="after")
+    def _rises(self) -> PseudoLabelParams:
+        if self.full_epoch <= self.start_epoch:
+            raise ValueError(
+                f"full_epoch ({self.full_epoch}) must come after start_epoch ({self.start_epoch})"
+            )
+        return self
+
+
+class PseudoLabelEntry(EntryBase):
+    """Semi-supervised classification by pseudo-labels. Per epoch, on the unlabelled batches:
+    pseudo_label_accuracy (the kept pseudo-labels against the hidden true labels),
+    pseudo_label_fraction (the share kept by the threshold) and alpha."""
+
+    task: Literal["pseudo_label"]
+    model: Annotated[MLPParams | CNNParams, Field(discriminator="arch")]
+    pseudo_label: PseudoLabelParams = PseudoLabelParams()
+    inputs = ("image",)
+    test_metrics = ClassifyEntry.test_metrics
+    epoch_metrics = ClassifyEntry.epoch_metrics
+    train_metrics = (
+        "train_loss", "train_objective", "pseudo_label_accuracy", "pseudo_label_fraction", "alpha",
+    )  # fmt: skip
+    reported = ("test_accuracy", "test_macro_f1", "test_loss", "final_pseudo_label_accuracy")
+    compared = ("test_accuracy", "test_macro_f1")
+    headline = "test_accuracy"
+    per_example = {"test_accuracy": "accuracy", "test_macro_f1": "macro_f1"}
+
+
+ADAPT_METHODS = (
+    "target_only", "source_only", "freeze", "finetune", "finetune_discriminative", "instance",
+    "dann", "oracle",
+)  # fmt: skip
+# methods that read the source's labels as the target's: the two label sets must be the same
+SHARED_LABEL_METHODS = ("source_only", "instance", "dann")
+# methods that start from the `pretrain` stage's source network
+PRETRAINED_METHODS = ("source_only", "freeze", "finetune", "finetune_discriminative", "dann")
+
+
+class AdaptParams(Strict):
+    """Transfer from a labelled `source` dataset to the experiment's dataset (the target), of
+    which `target_labels` training examples keep their label. Images are brought to one shape:
+    grey repeated to colour, smaller images resized up (bilinear)."""
+
+    method: Literal[ADAPT_METHODS] = "source_only"
+    source: Dataset = "mnist"
+    target_labels: Annotated[int, Field(ge=1)] = 100
+    source_subset: Annotated[int, Field(ge=10)] | None = None  # source training examples kept
+    # network-based and dann: epochs on the source first (the `pretrain` stage's, in a suite)
+    pretrain_epochs: Annotated[int, Field(ge=1, le=1000)] = 3
+    body_lr_factor: Annotated[float, Field(gt=0.0, le=1.0)] = 0.1  # finetune_discriminative
+    # dann: the domain head's hidden width and the reversal's ceiling (lambda_p x this)
+    domain_hidden: Annotated[int, Field(ge=1, le=65536)] = 100
+    reversal_weight: Annotated[float, Field(gt=0.0, le=100.0)] = 1.0
+    # instance: density ratios p_target(x)/p_source(x) clipped to at most this, then the
+    # weights scaled to mean 1
+    max_weight: Annotated[float, Field(ge=1.0, le=1e6)] = 10.0
+
+
+class AdaptEntry(EntryBase):
+    """Domain adaptation: every method is tested on the target's test split. dann logs per
+    epoch the domain classifier's accuracy (domain_accuracy: near 0.5 when the features no
+    longer tell the domains apart) and the reversal strength lambda_p. source_test_accuracy
+    (where the label sets match): every 5th source test image, what adapting cost the source."""
+
+    task: Literal["adapt"]
+    model: Annotated[MLPParams | CNNParams, Field(discriminator="arch")]
+    adapt: AdaptParams = AdaptParams()
+    inputs = ("image",)
+    test_metrics = ClassifyEntry.test_metrics
+    epoch_metrics = ClassifyEntry.epoch_metrics
+    train_metrics = ("train_loss", "train_objective", "domain_accuracy", "reversal")
+    reported = ("test_accuracy", "test_macro_f1", "test_loss", "source_test_accuracy")
+    compared = ("test_accuracy", "test_macro_f1")
+    headline = "test_accuracy"
+    per_example = {"test_accuracy": "accuracy", "test_macro_f1": "macro_f1"}
+
+
 ENTRIES: dict[str, type[EntryBase]] = {
     "classify": ClassifyEntry,
     "regress": RegressEntry,
     "translate": TranslateEntry,
     "reconstruct": ReconstructEntry,
     "generate": GenerateEntry,
+    "pseudo_label": PseudoLabelEntry,
+    "adapt": AdaptEntry,
 }
 ExperimentEntry = Annotated[
-    ClassifyEntry | RegressEntry | TranslateEntry | ReconstructEntry | GenerateEntry,
+    ClassifyEntry
+    | RegressEntry
+    | TranslateEntry
+    | ReconstructEntry
+    | GenerateEntry
+    | PseudoLabelEntry
+    | AdaptEntry,
     Field(discriminator="task"),
 ]
 
@@ -211,10 +311,28 @@ def check_techniques(exp) -> None:
         used = [k for k, on in classy.items() if on]
         if used:
             raise ValueError(f"{', '.join(used)}: only for task classify; this is {exp.task}")
+    if exp.task == "adapt":
+        _check_adapt(exp)
     if exp.skew is not None and max(exp.skew.classes) >= num_classes:
         raise ValueError(
             f"data.skew.classes: {exp.dataset} has classes 0..{num_classes - 1}; "
             f"got {exp.skew.classes}"
+        )
+
+
+def _check_adapt(exp) -> None:
+    a = exp.adapt
+    if DATASETS[a.source][0] != "image":
+        raise ValueError(f"adapt.source: transfer takes image data; {a.source} is "
+                         f"{DATASETS[a.source][0]}")  # fmt: skip
+    if a.source == exp.dataset:
+        raise ValueError(f"adapt.source: {a.source} is the target (data.dataset) too; "
+                         "transfer needs two domains")  # fmt: skip
+    if a.method in SHARED_LABEL_METHODS and LABEL_SETS[a.source] != LABEL_SETS[exp.dataset]:
+        raise ValueError(
+            f"adapt.method: {a.method} reads {a.source}'s labels as {exp.dataset}'s, but their "
+            f"classes differ ({LABEL_SETS[a.source]} vs {LABEL_SETS[exp.dataset]}); with other "
+            "classes use freeze, finetune or finetune_discriminative (a new head)"
         )
 
 

@@ -13,7 +13,13 @@ from ablab.config.common import DATASETS, ConfigError, Strict, describe, invalid
 from ablab.config.data import DataParams, Skew
 from ablab.config.diagnose import DiagnoseParams
 from ablab.config.evaluator import EvaluatorParams
-from ablab.config.families import ENTRIES, ExperimentEntry, check_techniques
+from ablab.config.families import (
+    ENTRIES,
+    AdaptParams,
+    ExperimentEntry,
+    PseudoLabelParams,
+    check_techniques,
+)
 from ablab.config.nets import (
     AutoencoderParams,
     CNNParams,
@@ -48,7 +54,7 @@ class Experiment(Strict):
     """One fully resolved experiment: what train needs, nothing more."""
 
     name: str
-    task: str  # its family: classify, regress, translate, reconstruct
+    task: str  # its family: classify, regress, translate, reconstruct, ...
     seed: int
     dataset: str
     subset: int | None
@@ -57,6 +63,8 @@ class Experiment(Strict):
     label_noise: float = 0.0
     model: ModelParams
     train: TrainParams
+    pseudo_label: PseudoLabelParams | None = None  # task pseudo_label's section
+    adapt: AdaptParams | None = None  # task adapt's section
 
 
 class SuiteRun(Strict):
@@ -99,6 +107,8 @@ class Params(Strict):
             label_noise=_first(entry.data.label_noise, self.data.label_noise),
             model=entry.model,
             train=train,
+            pseudo_label=getattr(entry, "pseudo_label", None),
+            adapt=getattr(entry, "adapt", None),
         )
         check_techniques(exp)
         return exp
@@ -213,9 +223,11 @@ def _resolved(params: Params, name: str, entry, seed: int, where: str) -> Experi
 
 
 def _datasets(exp: Experiment) -> list[str]:
-    """The experiment's dataset, and a mapping's source domain."""
-    source = getattr(exp.model, "source", None)
-    return [exp.dataset, *([source] if source else [])]
+    """The experiment's dataset, and a mapping's or a transfer's source domain (MNIST-M is
+    made from MNIST)."""
+    source = getattr(exp.model, "source", None) or (exp.adapt.source if exp.adapt else None)
+    used = [exp.dataset, *([source] if source else [])]
+    return used + (["mnist"] if "mnist_m" in used else [])
 
 
 def _first(override: Any, default: Any) -> Any:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from ablab.config import Augment, Experiment, Skew
+from ablab.config import Augment, ConfigError, Experiment, Skew
 from ablab.data import samplers
 from ablab.data.augment import augment
 from ablab.data.preprocess import load_arrays
@@ -226,13 +226,263 @@ class ImageDataModule(ArrayDataModule):
         if self.trainer is None or not self.trainer.training:
             return batch
         x, y = batch
+        return self._perturb(x), y
+
+    def _perturb(self, x: torch.Tensor) -> torch.Tensor:
+        """A training batch's images augmented and noised, as the params say."""
         if self.augment is not None:
             background = -self.meta["mean"] / self.meta["std"]  # a 0 pixel, normalised
             a = self.augment
             x = augment(x, a.shift, a.hflip, a.rotation, a.erasing, fill=background)
         if self.input_noise:
             x = x + torch.randn_like(x) * self.input_noise
-        return x, y
+        return x
+
+
+class PairedBatches:
+    """An epoch of steps for semi-supervised training, each (labelled x, y, unlabelled x, its
+    hidden y): one shuffled pass over the unlabelled examples, the labelled ones reshuffled
+    whenever they run out (100 labels are a few batches; the unlabelled set sets the pace)."""
+
+    def __init__(
+        self, labelled: TensorDataset, unlabelled: TensorDataset, batch_size: int,
+        unlabelled_batch_size: int, generator: torch.Generator,
+    ) -> None:  # fmt: skip
+        self.labelled, self.unlabelled = labelled.tensors, unlabelled.tensors
+        self.batch_size = batch_size
+        self.unlabelled_batch_size = unlabelled_batch_size
+        self.generator = generator
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.unlabelled[0]) / self.unlabelled_batch_size)
+
+    def __iter__(self):
+        g = self.generator
+        n_labelled = len(self.labelled[0])
+        unlabelled = torch.randperm(len(self.unlabelled[0]), generator=g)
+        pending: list[torch.Tensor] = []
+        for u in unlabelled.split(self.unlabelled_batch_size):
+            if not pending:
+                pending = list(torch.randperm(n_labelled, generator=g).split(self.batch_size))
+                pending.reverse()
+            index = pending.pop()
+            yield (*(t[index] for t in self.labelled), *(t[u] for t in self.unlabelled))
+
+
+class SemiSupervisedDataModule(ImageDataModule):
+    """Images of which `labels` training examples (stratified, by seed) keep their label; the
+    rest of the training split is unlabelled (`self.unlabelled`, its true labels kept only to
+    measure pseudo-labels). Training batches are `PairedBatches`; normalisation uses the whole
+    training split, labelled or not. `where` names the labels key in errors."""
+
+    def __init__(
+        self, *args, labels: int, unlabelled_batch_size: int, where: str = "labels", **kwargs
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.labels = labels
+        self.unlabelled_batch_size = unlabelled_batch_size
+        self.where = where
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.tensors:
+            return
+        super().setup(stage)
+        x, y = self.tensors["train"].tensors
+        if self.labels >= len(y):
+            raise ConfigError(
+                f"{self.where}: {self.labels} labels leave no unlabelled example; the training "
+                f"split has {len(y)} (data.subset: {self.subset}); use fewer labels"
+            )
+        picked = samplers.stratified_subset(np.arange(len(y)), y.numpy(), self.labels, self.seed)
+        labelled = torch.zeros(len(y), dtype=torch.bool)
+        labelled[torch.from_numpy(picked)] = True
+        self.tensors["train"] = TensorDataset(x[labelled], y[labelled])
+        self.unlabelled = TensorDataset(x[~labelled], y[~labelled])
+        self.meta.update(
+            train_size=self.labels, unlabelled_size=int((~labelled).sum()),
+            train_class_counts=torch.bincount(y[labelled], minlength=len(self.classes)).tolist(),
+        )  # fmt: skip
+
+    def train_dataloader(self) -> PairedBatches:
+        generator = torch.Generator().manual_seed(self.seed)
+        return PairedBatches(self.tensors["train"], self.unlabelled, self.batch_size,
+                             self.unlabelled_batch_size, generator)  # fmt: skip
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if len(batch) != 4:
+            return super().on_after_batch_transfer(batch, dataloader_idx)
+        x, y, xu, yu = batch
+        x, y = super().on_after_batch_transfer((x, y), dataloader_idx)
+        xu, yu = super().on_after_batch_transfer((xu, yu), dataloader_idx)
+        return x, y, xu, yu
+
+
+class Streams:
+    """An epoch of `steps` steps, each a dict of one batch per named stream (a TensorDataset);
+    each stream is reshuffled whenever it runs out, so streams of any size train together."""
+
+    def __init__(self, streams: dict[str, TensorDataset], batch_size: int, steps: int,
+                 generator: torch.Generator) -> None:  # fmt: skip
+        self.streams = {name: d.tensors for name, d in streams.items()}
+        self.batch_size = batch_size
+        self.steps = steps
+        self.generator = generator
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self):
+        pending: dict[str, list[torch.Tensor]] = {name: [] for name in self.streams}
+        for _ in range(self.steps):
+            batch = {}
+            for name, tensors in self.streams.items():
+                if not pending[name]:
+                    order = torch.randperm(len(tensors[0]), generator=self.generator)
+                    pending[name] = list(order.split(self.batch_size))[::-1]
+                index = pending[name].pop()
+                batch[name] = tuple(t[index] for t in tensors)
+            yield batch
+
+
+def common_shape(source: Sequence[int], target: Sequence[int], where: str) -> tuple[int, ...]:
+    """The (channels, height, width) both domains are brought to: grey repeated to colour,
+    the smaller image resized up; ConfigError (naming `where`) when that cannot be done."""
+    (cs, hs, ws), (ct, ht, wt) = source, target
+    if cs != ct and 1 not in (cs, ct):
+        raise ConfigError(f"{where}: {cs}-channel source and {ct}-channel target images: "
+                          "only grey images can be repeated to the other's channels")  # fmt: skip
+    if hs * wt != ht * ws:
+        raise ConfigError(
+            f"{where}: source images are {hs}x{ws}, target images {ht}x{wt}: resizing would "
+            "distort one of them (the aspect ratios differ)"
+        )
+    return (max(cs, ct), max(hs, ht), max(ws, wt))
+
+
+def as_shape(images: np.ndarray, shape: Sequence[int]) -> torch.Tensor:
+    """uint8 images (N, C, H, W) as floats in [0, 1] of `shape` (bilinear resize, grey repeated)."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
+    if tuple(x.shape[2:]) != tuple(shape[1:]):
+        x = torch.nn.functional.interpolate(x, size=tuple(shape[1:]), mode="bilinear",
+                                            align_corners=False)  # fmt: skip
+    if x.shape[1] != shape[0]:
+        x = x.expand(-1, shape[0], -1, -1).contiguous()
+    return x
+
+
+class DomainDataModule(ImageDataModule):
+    """A source and a target image dataset in one shape (`common_shape`), each normalised with
+    its own training images' mean and std (the target's unlabelled pool: every method may see
+    the target's images, only `target_labels` of their labels). The target (the experiment's
+    dataset) gives the validation and test splits and its training split (`subset`: its size)
+    is the pool:
+    `target_labels` of it keep their label (all for `oracle`) and all of it is the unlabelled
+    target. `source` holds the source's train (`source_subset`) and every
+    `SOURCE_TEST_STRIDE`-th test image (what forgetting the source costs, at a fifth of the
+    evaluation time).
+    Training batches are `Streams` of the method's streams (source, target, unlabelled), as
+    many steps as one pass over the source (over the pool for `oracle`). `source_weights`
+    (set before fitting, for `instance`) weight the source examples."""
+
+    SOURCE_TEST_STRIDE = 5
+    STREAMS = {
+        "target_only": ("target",), "oracle": ("target",), "freeze": ("target",),
+        "finetune": ("target",), "finetune_discriminative": ("target",),
+        "source_only": ("source",), "instance": ("source", "target"),
+        "dann": ("source", "unlabelled"),
+    }  # fmt: skip
+
+    def __init__(self, *args, source_folder: Path, method: str, target_labels: int,
+                 source_subset: int | None, where: str, **kwargs) -> None:  # fmt: skip
+        super().__init__(*args, **kwargs)
+        self.source_folder = Path(source_folder)
+        self.method = method
+        self.target_labels = target_labels
+        self.source_subset = source_subset
+        self.where = where  # e.g. "params.yaml: experiments.transfer.adapt"
+        self.source: dict[str, TensorDataset] = {}
+        self.unlabelled: TensorDataset | None = None
+        self.source_weights: torch.Tensor | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.tensors:
+            return
+        source = load_arrays(self.source_folder, ("images",), mmap=True)
+        src_arrays, src_labels, src_splits, src_meta = source
+        arrays, labels, splits, meta = load_arrays(self.folder, ("images",), mmap=True)
+        shape = common_shape(src_meta["image_shape"], meta["image_shape"], self.where)
+        indices = self._indices(labels, splits)
+        pool = indices["train"]
+        if self.target_labels > len(pool):
+            raise ConfigError(
+                f"{self.where}.target_labels: {self.target_labels} is more than the "
+                f"{len(pool)} target training examples (data.subset: {self.subset})"
+            )
+        labelled = pool if self.method == "oracle" else samplers.stratified_subset(
+            pool, labels, self.target_labels, self.seed)  # fmt: skip
+        src_train = src_splits["train"]
+        if self.source_subset is not None:
+            src_train = samplers.stratified_subset(src_train, src_labels, self.source_subset,
+                                                   self.seed)  # fmt: skip
+        x_src = as_shape(src_arrays["images"][src_train], shape)
+        x_pool = as_shape(arrays["images"][pool], shape)
+        src_stats = (x_src.mean().item(), x_src.std().item())
+        mean, std = x_pool.mean().item(), x_pool.std().item()
+
+        def images(array, idx, stats=(mean, std)):
+            return as_shape(array[idx], shape).sub_(stats[0]).div_(stats[1])
+
+        x_src.sub_(src_stats[0]).div_(src_stats[1])
+        x_pool.sub_(mean).div_(std)
+        src_test = src_splits["test"][:: self.SOURCE_TEST_STRIDE]
+        self.source = {
+            "train": TensorDataset(x_src, torch.from_numpy(src_labels[src_train])),
+            "test": TensorDataset(images(src_arrays["images"], src_test, src_stats),
+                                  torch.from_numpy(src_labels[src_test])),
+        }  # fmt: skip
+        self.unlabelled = TensorDataset(x_pool)
+        where = torch.from_numpy(np.searchsorted(pool, labelled))
+        self.tensors["train"] = TensorDataset(x_pool[where], torch.from_numpy(labels[labelled]))
+        for split in ("val", "test"):
+            idx = indices[split]
+            self.tensors[split] = TensorDataset(images(arrays["images"], idx),
+                                                torch.from_numpy(labels[idx]))  # fmt: skip
+        self.meta = {
+            **meta, "image_shape": list(shape), "mean": mean, "std": std,
+            "train_size": int(len(labelled)), "val_size": int(len(indices["val"])),
+            "unlabelled_size": int(len(pool)), "source_train_size": int(len(src_train)),
+            "source_classes": src_meta["classes"], "source_data_hash": src_meta["data_hash"],
+            "train_class_counts": _class_counts(labels[labelled], meta),
+        }  # fmt: skip
+
+    def streams(self, method: str) -> dict[str, TensorDataset]:
+        """The training streams of `method`."""
+        out = {}
+        for name in self.STREAMS[method]:
+            if name == "source":
+                x, y = self.source["train"].tensors
+                w = self.source_weights
+                out[name] = TensorDataset(x, y) if w is None else TensorDataset(x, y, w)
+            else:
+                out[name] = self.tensors["train"] if name == "target" else self.unlabelled
+        return out
+
+    def stream_batches(self, method: str) -> Streams:
+        """An epoch of `method`'s training batches."""
+        generator = torch.Generator().manual_seed(self.seed)
+        n = len(self.unlabelled) if method == "oracle" else len(self.source["train"])
+        steps = math.ceil(n / self.batch_size)
+        return Streams(self.streams(method), self.batch_size, steps, generator)
+
+    def train_dataloader(self) -> Streams:
+        return self.stream_batches(self.method)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if not isinstance(batch, dict) or self.trainer is None or not self.trainer.training:
+            return super().on_after_batch_transfer(batch, dataloader_idx)
+        if self.augment is None and not self.input_noise:
+            return batch
+        return {name: (self._perturb(t[0]), *t[1:]) for name, t in batch.items()}
 
 
 class TextDataModule(ArrayDataModule):

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from ablab.data import dates
+from ablab.data import dates, mnist_m
 from ablab.data.sources import SOURCES, DataError
 from ablab.data.text import build_vocab, decode_bytes, encode, tokenize
 
@@ -42,6 +42,18 @@ def read_raw(name: str, raw_dir: Path) -> tuple[np.ndarray, np.ndarray, int | No
     missing = [f.name for f in SOURCES[name].files if not (folder / f.name).exists()]
     if missing:
         raise DataError(f"{folder}: missing {', '.join(missing)}; run `dvc repro fetch` first")
+    if name == "mnist_m":
+        digits, labels, n_train = read_raw("mnist", raw_dir)
+        photos = [mnist_m.read_photo(folder / f.name) for f in SOURCES[name].files]
+        images = mnist_m.blend(digits, photos)
+        built = mnist_m.images_md5(images)
+        if built != SOURCES[name].built_md5:
+            raise DataError(
+                f"{folder}: MNIST-M built with md5 {built}, expected {SOURCES[name].built_md5} "
+                "(the photos or the JPEG decoder differ from the locked versions: "
+                "pip install -r requirements.lock)"
+            )
+        return images, labels, n_train
     if name == "digits":
         table = np.loadtxt(folder / "digits.csv.gz", delimiter=",", dtype=np.float64)
         # 8x8 grey levels 0..16 -> 0..255 so every dataset is uint8 on the same scale
@@ -150,9 +162,10 @@ def load_processed(folder: Path) -> tuple[np.ndarray, np.ndarray, dict[str, np.n
 
 
 def load_arrays(
-    folder: Path, names: tuple[str, ...]
+    folder: Path, names: tuple[str, ...], mmap: bool = False
 ) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, np.ndarray], dict]:
-    """(arrays by name, labels, splits, meta) of one processed dataset; a clear error if absent."""
+    """(arrays by name, labels, splits, meta) of one processed dataset; a clear error if absent.
+    `mmap`: the arrays memory-mapped, read only where indexed (large datasets, few rows)."""
     folder = Path(folder)
     meta_path = folder / "meta.json"
     if not meta_path.exists():
@@ -160,7 +173,8 @@ def load_arrays(
     meta = json.loads(meta_path.read_text())
     if meta.get("format_version") != FORMAT_VERSION:
         raise DataError(f"{meta_path}: old format; run `dvc repro preprocess` again")
-    arrays = {name: np.load(folder / f"{name}.npy") for name in names}
+    arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r" if mmap else None)
+              for name in names}  # fmt: skip
     labels = np.load(folder / "labels.npy")
     with np.load(folder / "splits.npz") as z:
         splits = {k: z[k] for k in ("train", "val", "test")}

