@@ -109,15 +109,29 @@ def cmd_suite(args: argparse.Namespace) -> None:
     names = args.suites or list(params.suites)
     for name in names:
         params.suite_runs(name)  # every name checked before any training starts
+    from ablab.pretrain import run_pretrain
     from ablab.suite import run_suite, suites_dir, variant_means
 
     recipe = "full" if args.full else "default"
     for name in names:
+        run_pretrain(params, name, _root(), recipe=recipe)  # nothing, where already done
         report = run_suite(params, name, _root(), results_dir=suites_dir(_root(), recipe),
                            recipe=recipe)  # fmt: skip
         for variant, means in variant_means(report).items():
             shown = ", ".join(f"{k} {v:.4f}" for k, v in means.items() if k != "diverged")
             print(f"{name}/{variant}: {shown or 'all seeds diverged'}")
+
+
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    params = load(args.params, args.set)
+    names = args.suites or list(params.suites)
+    for name in names:
+        params.suite_runs(name)  # every name checked before any training starts
+    from ablab.pretrain import run_pretrain
+
+    for name in names:
+        runs = run_pretrain(params, name, _root())
+        print(f"{name}: {len(runs)} pretrained networks in results/pretrained/{name}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -200,6 +214,8 @@ def parser() -> argparse.ArgumentParser:
     suite_parser.add_argument("suites", nargs="*")
     full_help = "the suites' full-size recipes (results/full/)"
     suite_parser.add_argument("--full", action="store_true", help=full_help)
+    pretrain_help = "train the source networks of suites' network-based transfer (all suites)"
+    add("pretrain", cmd_pretrain, pretrain_help).add_argument("suites", nargs="*")
     report_parser = add("report", cmd_report, "tables and plots of every suite -> results/report/")
     report_parser.add_argument("--full", action="store_true", help=full_help)
     tune_parser = add("tune", cmd_tune, "run the Optuna study of the tune section")

@@ -174,10 +174,23 @@ def suite_table(report: dict, predictions: dict[str, np.ndarray] | None = None) 
         row["parameters"] = int(params[0]) if params else None
         rows.append(row)
     table = pd.DataFrame(rows).set_index("variant", drop=False)
+    if report.get("family") == "adapt":
+        _between_floor_and_ceiling(table, report["headline"])
     test = _TestSet(predictions, report) if predictions and "target" in predictions else None
     for key in (k for k in report["compared"] if k in present):
         _compare(table, report, key, test)
     return table.reset_index(drop=True)
+
+
+def _between_floor_and_ceiling(table: pd.DataFrame, key: str) -> None:
+    """A transfer suite's `gap_closed`: where each variant's mean headline sits between the
+    floor (target_only: the few target labels alone, 0) and the ceiling (oracle: every target
+    label, 1); negative: below the floor (the source hurt)."""
+    means = table[f"{key}_mean"]
+    if not {"target_only", "oracle"} <= set(means.index):
+        return
+    floor, ceiling = means["target_only"], means["oracle"]
+    table["gap_closed"] = (means - floor) / (ceiling - floor) if ceiling != floor else math.nan
 
 
 def power_line(table: pd.DataFrame, report: dict) -> str:
@@ -244,7 +257,8 @@ def markdown(table: pd.DataFrame, report: dict) -> str:
     headline = report["headline"]
     metrics = [m for m in report["metrics"] if f"{m}_mean" in table]
     head = [
-        "variant", "changes", "runs", *(short(m) for m in metrics), "train-val gap",
+        "variant", "changes", "runs", *(short(m) for m in metrics),
+        *(["floor→ceiling"] if "gap_closed" in table else []), "train-val gap",
         "best epoch", "s/epoch", "params", f"Δ {short(headline)} across seeds [95% CI]",
         "p paired t (Holm)", "d_z", "Δ across test examples [95% CI]", "McNemar p (Holm)",
         "verdict",
@@ -276,6 +290,7 @@ def markdown(table: pd.DataFrame, report: dict) -> str:
                 row["changes"],
                 runs,
                 *(_pm(row[f"{m}_mean"], row[f"{m}_std"]) for m in metrics),
+                *([_number(row["gap_closed"], "+.2f")] if "gap_closed" in table else []),
                 _pm(row["train_val_gap_mean"], row["train_val_gap_std"], 3),
                 f"{row['best_epoch_mean']:.1f}",
                 f"{row['seconds_per_epoch_mean']:.2f}",
@@ -340,8 +355,17 @@ def _intro(report: dict) -> str:
         "*underpowered*, with the difference the seeds could detect (80% power, Holm's "
         "first step). train-val gap: val_loss − train_loss in the tested epoch. best "
         "epoch: by the early-stopping monitor."
-        + (_GENERATE if report.get("family") == "generate" else "")
+        + {"generate": _GENERATE, "adapt": _ADAPT}.get(report.get("family"), "")
     )
+
+
+_ADAPT = (
+    " Every variant is tested on the target's test split. floor→ceiling: where the variant's "
+    "mean headline sits between target_only (the few target labels alone: 0) and oracle "
+    "(every target label: 1); below 0, the source hurt. dann reads no target label; the "
+    "network-based variants start from the `pretrain` stage's source network of their seed "
+    "(its MLflow run: tag ablab.pretrained_run)."
+)
 
 
 _GENERATE = (

@@ -18,6 +18,7 @@ from ablab import tracking
 from ablab.config import ENTRIES, Params, Suite, nest_overrides, report_metrics
 from ablab.families import DivergedError
 from ablab.files import write_atomic
+from ablab.pretrain import pretrained_dir
 from ablab.train import train
 
 
@@ -53,6 +54,7 @@ def run_suite(
                     suite=suite_name, variant=run.variant, run_name=name,
                     extra_tags={"mlflow.parentRunId": parent_id, "ablab.recipe": recipe},
                     thresholds=params.diagnose,
+                    pretrained_dir=pretrained_dir(root, suite_name, recipe),
                 )  # fmt: skip
             except DivergedError as exc:  # diverged or collapsed: recorded, the suite goes on
                 print(f"  {exc.kind}: {exc}; the suite goes on", flush=True)

@@ -135,10 +135,12 @@ def _epoch_summary(exp: Experiment, history: list[dict], module) -> dict[str, fl
 def _fit(
     exp: Experiment, data: pl.LightningDataModule, run_id: str, fast_dev_run: bool | int,
     extra_callbacks: list[pl.Callback] | None = None, diagnosis: Diagnosis | None = None,
-    profiler: pl.profilers.Profiler | None = None,
+    profiler: pl.profilers.Profiler | None = None, pretrained_dir: Path | None = None,
+    weights_path: Path | None = None,
 ) -> RunResult:  # fmt: skip
     """Train, test and log one model into the active MLflow run `run_id`, then diagnose it
-    (`profiler`: Lightning's, for make bench)."""
+    (`profiler`: Lightning's, for make bench; `weights_path`: where the trained network's
+    state dict is saved, for the `pretrain` stage)."""
     diagnosis = diagnosis or Diagnosis()
     pl.seed_everything(exp.seed, workers=True, verbose=False)
     fam = family(exp.task)
@@ -167,13 +169,18 @@ def _fit(
             ),
         )
         try:
-            fam.run(Fit(trainer, hp.test_checkpoint, fast_dev_run), module, data)
+            fam.run(Fit(trainer, hp.test_checkpoint, fast_dev_run, pretrained_dir), module, data)
         except DivergedError as exc:
             mlflow.set_tag("ablab.failure", f"{exc.kind}: {exc}")
             exc.run_id = run_id
             history = callbacks[0].history
             diagnosis.log(exp, run_id, history, {}, params, f"{exc.kind}: {exc}")
             raise
+    fitted_tags = fam.fitted_tags(exp, module)
+    if fitted_tags:
+        mlflow.set_tags(fitted_tags)
+    if weights_path is not None:
+        save_weights(module.net, Path(weights_path))
     fitted = fam.fitted_params(exp, module, data)
     if fitted:
         extra = tracking.flatten(fitted)
@@ -208,6 +215,14 @@ def _fit(
     return RunResult(run_id, summary, history, params, predictions)
 
 
+def save_weights(net: nn.Module, path: Path) -> None:
+    """A network's state dict, written through a temporary file so no half-file is left."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(net.state_dict(), tmp)
+    tmp.replace(path)
+
+
 def train(
     exp: Experiment,
     root: Path,
@@ -221,6 +236,8 @@ def train(
     extra_callbacks: list[pl.Callback] | None = None,
     thresholds: DiagnoseParams | None = None,
     profiler: pl.profilers.Profiler | None = None,
+    pretrained_dir: Path | None = None,
+    weights_path: Path | None = None,
 ) -> RunResult:
     """Train and test one resolved experiment as one MLflow run (k-fold: a parent run with a
     child run per fold), diagnosed by the checklist (`thresholds`: params' diagnose section).
@@ -239,13 +256,14 @@ def train(
         exp.name, exp.seed, data.meta["data_hash"], "train", root, suite=suite, variant=variant
     )
     tags["ablab.family"] = exp.task
+    tags.update(fam.tags(exp))
     tags.update(extra_tags or {})
     run_name = run_name or exp.name
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
         try:
             if not folds:
                 return _fit(exp, data, run.info.run_id, fast_dev_run, extra_callbacks, diagnosis,
-                            profiler)  # fmt: skip
+                            profiler, pretrained_dir, weights_path)  # fmt: skip
             return _cross_validate(
                 exp, data, processed_dir, run.info.run_id, tags, fast_dev_run, diagnosis
             )

@@ -3,15 +3,18 @@ Adding a family costs its module, its schema in `ablab.config.families` and one 
 
 from __future__ import annotations
 
+from ablab.families.adapt import Adapt
 from ablab.families.base import CollapsedError, DivergedError, Family, Fit
 from ablab.families.classify import Classify
 from ablab.families.generate import Generate
+from ablab.families.pseudo_label import PseudoLabel
 from ablab.families.reconstruct import Reconstruct
 from ablab.families.regress import Regress
 from ablab.families.translate import Translate
 
 FAMILIES: dict[str, Family] = {
-    f.name: f for f in (Classify(), Regress(), Translate(), Reconstruct(), Generate())
+    f.name: f
+    for f in (Classify(), Regress(), Translate(), Reconstruct(), Generate(), PseudoLabel(), Adapt())
 }
 
 

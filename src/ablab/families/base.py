@@ -6,6 +6,7 @@ handed, and the `Task` LightningModule base (evaluation hooks around `_reset_eva
 from __future__ import annotations
 
 import math
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,10 +124,14 @@ class Task(pl.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._eval_end("test")
 
+    def optimizer_parameters(self):
+        """What the optimizer updates: parameters, or param groups (e.g. a lower lr for some)."""
+        return self.parameters()
+
     def configure_optimizers(self):
         hp = self.hparams
         optimizer = make_optimizer(
-            self.parameters(), hp.optimizer, hp.lr, hp.weight_decay, hp.momentum
+            self.optimizer_parameters(), hp.optimizer, hp.lr, hp.weight_decay, hp.momentum
         )
         scheduler = make_scheduler(
             optimizer, max_epochs=hp.max_epochs, **(hp.schedule or {"name": "none"})
@@ -157,6 +162,8 @@ class Fit:
     trainer: pl.Trainer
     test_checkpoint: str = "best"  # best | last
     fast_dev_run: bool | int = False
+    # where networks pretrained by the `pretrain` stage are (<key>.pt, runs.json); None: none
+    pretrained_dir: Path | None = None
 
     def fit(self, module: pl.LightningModule, data: pl.LightningDataModule) -> None:
         self.trainer.fit(module, datamodule=data)
@@ -166,14 +173,18 @@ class Fit:
         self.trainer.test(module, datamodule=data, ckpt_path="best" if best else None,
                           verbose=False)  # fmt: skip
 
-    def plain_trainer(self, max_epochs: int) -> pl.Trainer:
-        """A deterministic trainer with no callbacks, logging or checkpoints: for phases
-        such as greedy layer-wise pretraining that are not the run's own epochs."""
-        return pl.Trainer(
+    def plain_fit(self, module: pl.LightningModule, batches, max_epochs: int) -> None:
+        """Fits `module` on the training `batches` with a deterministic trainer that has no
+        callbacks, logging, checkpoints or validation: for phases such as greedy layer-wise
+        pretraining that are not the run's own epochs."""
+        trainer = pl.Trainer(
             max_epochs=max_epochs, accelerator="cpu", devices=1, deterministic=True,
             logger=False, enable_progress_bar=False, enable_model_summary=False,
             enable_checkpointing=False, num_sanity_val_steps=0, fast_dev_run=self.fast_dev_run,
         )  # fmt: skip
+        with warnings.catch_warnings():  # a module with a validation_step, validated elsewhere
+            warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
+            trainer.fit(module, train_dataloaders=batches)
 
 
 class Family(ABC):
@@ -235,6 +246,14 @@ class Family(ABC):
 
     def details(self, exp: Experiment, module: Any, data) -> dict[str, float]:
         """MLflow-only metrics (e.g. per-class scores): too many for metrics.json."""
+        return {}
+
+    def tags(self, exp: Experiment) -> dict[str, str]:
+        """MLflow tags the run starts with, beside ablab's own (e.g. a transfer's domains)."""
+        return {}
+
+    def fitted_tags(self, exp: Experiment, module: Any) -> dict[str, str]:
+        """MLflow tags only known after training (e.g. the run a network was pretrained in)."""
         return {}
 
     def artifacts(self, exp: Experiment, module: Any, data, title: str) -> dict[str, object]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import math
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -534,9 +533,7 @@ def add_generated(fit: Fit, data: ImageDataModule, samples: int, epochs: int,
                    schedule={"name": "none"})  # fmt: skip
     dataset = TensorDataset(images, y)
     loader = Batches(dataset, 64, shuffled(len(dataset), 64, torch.Generator().manual_seed(seed)))
-    with warnings.catch_warnings():  # no validation here: the GAN is scored by the classifier
-        warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
-        fit.plain_trainer(epochs).fit(task, train_dataloaders=loader)
+    fit.plain_fit(task, loader, epochs)  # no validation: the GAN is scored by the classifier
     task.eval()
     labels = torch.arange(samples) % k
     made = (task.sample(samples, seed + TEST_SEED_OFFSET, labels) - mean) / std

@@ -280,7 +280,7 @@ def pretrain_layerwise(fit: Fit, net: nn.Module, data, epochs: int, lr: float, s
         order = shuffled(len(inputs), data.batch_size, generator)
         loader = Batches(TensorDataset(inputs), data.batch_size, order)
         layer = _LayerTask(encoder, decoder, lr, image=i == 0)
-        fit.plain_trainer(epochs).fit(layer, train_dataloaders=loader)
+        fit.plain_fit(layer, loader, epochs)
         inputs = _batches(encoder, inputs)
     net.train()
 

@@ -1,0 +1,75 @@
+"""The `pretrain` stage: the source networks that network-based transfer (adapt methods
+source_only, freeze, finetune, finetune_discriminative) starts from. Per suite, one network per
+distinct `pretrain_key` among its runs (one per seed, typically), each trained as its own MLflow
+run (tag ablab.stage=pretrain) and saved to results/pretrained/<suite>/<key>.pt, with runs.json
+mapping each key to its run. A network already there, trained by the same code, is not trained
+again; a suite without network-based runs gets an empty index (every suite's stage depends on
+its folder)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from ablab.config import Params
+from ablab.config.families import PRETRAINED_METHODS
+from ablab.files import write_atomic
+
+
+def pretrained_dir(root: Path, suite_name: str, recipe: str = "default") -> Path:
+    """results/pretrained/<suite> (results/full/pretrained/<suite> for the full recipe)."""
+    return Path(root) / "results" / ("full" if recipe == "full" else "") / "pretrained" / suite_name
+
+
+def run_pretrain(
+    params: Params, suite_name: str, root: Path, processed_dir: Path | None = None,
+    fast_dev_run: bool | int = False, recipe: str = "default",
+) -> dict[str, str]:  # fmt: skip
+    """Train what suite `suite_name`'s network-based runs start from; {key: MLflow run id}."""
+    runs = params.suite_runs(suite_name)
+    folder = pretrained_dir(root, suite_name, recipe)
+    wanted = {}
+    if any(r.experiment.task == "adapt" for r in runs):
+        from ablab.families.adapt import pretrain_experiment, pretrain_key
+
+        for run in runs:
+            exp = run.experiment
+            if exp.task == "adapt" and exp.adapt.method in PRETRAINED_METHODS:
+                wanted.setdefault(pretrain_key(exp), (run.seed, pretrain_experiment(exp)))
+    index = folder / "runs.json"
+    code = code_hash() if wanted else ""
+    kept = json.loads(index.read_text()) if index.exists() else {}
+    done = kept.get("networks", {}) if kept.get("code") == code else {}
+    trained: dict[str, str] = {}
+    for key, (seed, exp) in wanted.items():
+        if key in done and (folder / f"{key}.pt").exists():
+            trained[key] = done[key]
+            continue
+        from ablab.train import train
+
+        print(f"[pretrain] {suite_name}: {exp.adapt.source}, seed {seed}", flush=True)
+        result = train(
+            exp, root, params.mlflow_experiment, processed_dir, fast_dev_run, suite=suite_name,
+            variant="pretrain", run_name=f"{suite_name}/pretrain/seed{seed}",
+            extra_tags={"ablab.stage": "pretrain", "ablab.recipe": recipe},
+            thresholds=params.diagnose, weights_path=folder / f"{key}.pt",
+        )  # fmt: skip
+        trained[key] = result.run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.pt"):
+        if stale.stem not in trained:
+            stale.unlink()
+    content = {"code": code, "networks": trained} if wanted else {"networks": {}}
+    write_atomic(index, json.dumps(content, indent=1, sort_keys=True) + "\n")
+    return trained
+
+
+def code_hash() -> str:
+    """ablab's source code, hashed: a network trained by other code is trained again (DVC
+    reruns every stage on a code change; the networks it keeps must not outlive one)."""
+    digest = hashlib.sha256()
+    package = Path(__file__).parent
+    for path in sorted(package.rglob("*.py")):
+        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
