@@ -11,6 +11,13 @@ from ablab.train import run_experiment
 from tests.conftest import REPO, write_random_processed, write_random_text
 
 PARAMS = load(REPO / "params.yaml")
+# tiny data has 60 training examples: fewer labels than the default run's
+SMALL = [
+    f"experiments.{name}.{key}=20"
+    for name, entry in PARAMS.experiments.items()
+    for task, key in (("adapt", "adapt.target_labels"), ("pseudo_label", "pseudo_label.labels"))
+    if entry.task == task
+]
 
 
 def prepare(root, dataset: str) -> None:
@@ -34,11 +41,18 @@ def prepare(root, dataset: str) -> None:
         preprocess_dates(dataset, processed, 0.1, 0.2, 0, 200)
 
 
+def datasets(exp) -> set[str]:
+    """The experiment's dataset and a mapping's or a transfer's source."""
+    source = getattr(exp.model, "source", None) or (exp.adapt.source if exp.adapt else None)
+    return {exp.dataset, *([source] if source else [])}
+
+
 @pytest.mark.parametrize("name", list(PARAMS.experiments))
 def test_experiment_runs_a_batch(name, tmp_path):
-    params = load(REPO / "params.yaml", ["train.log_model=false"])
+    params = load(REPO / "params.yaml", ["train.log_model=false", *SMALL])
     exp = params.experiment(name)
-    prepare(tmp_path, exp.dataset)
+    for dataset in datasets(exp):
+        prepare(tmp_path, dataset)
     metrics = run_experiment(params, name, tmp_path, fast_dev_run=2)
     first = ENTRIES[exp.task].test_metrics[0]  # test_loss, test_recon_loss: a loss, > 0
     assert metrics[first] > 0
@@ -49,10 +63,9 @@ def test_experiment_runs_a_batch(name, tmp_path):
 @pytest.mark.parametrize("name", list(PARAMS.suites))
 def test_suite_runs_a_batch_of_every_variant(name, tmp_path):
     seed = PARAMS.suites[name].seeds[0]
-    params = load(REPO / "params.yaml", [f"suites.{name}.seeds=[{seed}]"])
+    params = load(REPO / "params.yaml", [f"suites.{name}.seeds=[{seed}]", *SMALL])
     runs = params.suite_runs(name)
-    sources = {getattr(run.experiment.model, "source", None) for run in runs} - {None}
-    for dataset in {run.experiment.dataset for run in runs} | sources:
+    for dataset in {d for run in runs for d in datasets(run.experiment)}:
         prepare(tmp_path, dataset)
     report = run_suite(params, name, tmp_path, fast_dev_run=2)
     assert len(report["runs"]) == len(PARAMS.suites[name].variant_overrides())

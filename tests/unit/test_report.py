@@ -100,3 +100,21 @@ def test_power_line_with_one_seed_says_so():
     report["runs"] = [r for r in report["runs"] if r["seed"] == 1]
     line = power_line(suite_table(report), report)
     assert "1 paired seed, so no seed-to-seed spread" in line and "nan" not in line
+
+
+def test_a_transfer_suite_places_each_variant_between_floor_and_ceiling():
+    report = fake_report()
+    report["family"] = "adapt"
+    for run in report["runs"]:  # base: the floor (0.81), wide: the ceiling (0.8633)
+        run["variant"] = {"base": "target_only", "wide": "oracle", "boom": "dann"}[run["variant"]]
+    report["baseline"] = "target_only"
+    report["variants"] = {"target_only": "", "oracle": "", "dann": ""}
+    table = suite_table(report).set_index("variant")
+    assert table.loc["target_only", "gap_closed"] == 0.0
+    assert table.loc["oracle", "gap_closed"] == pytest.approx(1.0)
+    assert table.loc["dann", "gap_closed"] == pytest.approx((0.5 - 0.81) / (0.8633333 - 0.81))
+    text = markdown(table.reset_index(), report)
+    header = next(x for x in text.splitlines() if x.startswith("| variant"))
+    assert "| floor→ceiling |" in header
+    dann = next(x for x in text.splitlines() if x.startswith("| dann"))
+    assert "-5.81" in dann  # below the floor: the source hurt
