@@ -76,7 +76,7 @@ def _regularizer(run: RunRecord) -> dict[str, Any]:
     arch = run.param("model.arch")
     if arch == "mlp" and run.number("model.dropout", 0.0) < 0.5:
         return {"model.dropout": 0.5}
-    if arch in ("cnn", "rnn") and run.number("model.head_dropout", 0.0) < 0.5:
+    if arch in ("cnn", "rnn", "transformer") and run.number("model.head_dropout", 0.0) < 0.5:
         return {"model.head_dropout": 0.5}
     return {"train.regularize.l2": 1e-3}
 

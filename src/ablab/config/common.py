@@ -44,7 +44,18 @@ class Strict(BaseModel):
 
 # union tags pydantic puts in an error's path; users never wrote them
 _TAGS = {
-    "model": {"mlp", "cnn", "rnn", "tfidf", "seq2seq", "autoencoder", "gan", "dcgan", "cyclegan"},
+    "model": {
+        "mlp",
+        "cnn",
+        "rnn",
+        "transformer",
+        "tfidf",
+        "seq2seq",
+        "autoencoder",
+        "gan",
+        "dcgan",
+        "cyclegan",
+    },
     "entry": {
         "classify",
         "regress",

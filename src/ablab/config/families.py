@@ -19,11 +19,13 @@ from ablab.config.nets import (
     RNNParams,
     Seq2SeqParams,
     TfidfParams,
+    TransformerParams,
 )
 
 # which networks take which kind of input
 ARCH_INPUTS = {
     "mlp": ("image",), "cnn": ("image",), "rnn": ("text", "series"), "tfidf": ("text",),
+    "transformer": ("text",),
     "seq2seq": ("translation",), "autoencoder": ("image",), "gan": ("image",),
     "dcgan": ("image",), "cyclegan": ("image",),
 }  # fmt: skip
@@ -50,7 +52,10 @@ class EntryBase(Strict):
 
 class ClassifyEntry(EntryBase):
     task: Literal["classify"]
-    model: Annotated[MLPParams | CNNParams | RNNParams | TfidfParams, Field(discriminator="arch")]
+    model: Annotated[
+        MLPParams | CNNParams | RNNParams | TransformerParams | TfidfParams,
+        Field(discriminator="arch"),
+    ]
     inputs = ("image", "text")
     test_metrics = ("test_loss", "test_accuracy", "test_macro_f1")
     epoch_metrics = ("val_loss", "val_accuracy", "val_macro_f1")

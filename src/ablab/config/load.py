@@ -30,6 +30,7 @@ from ablab.config.nets import (
     RNNParams,
     Seq2SeqParams,
     TfidfParams,
+    TransformerParams,
 )
 from ablab.config.overrides import deep_merge, nest_overrides, parse_override, set_path
 from ablab.config.search import Suite, TuneParams
@@ -40,6 +41,7 @@ ModelParams = Annotated[
     | CNNParams
     | RNNParams
     | TfidfParams
+    | TransformerParams
     | Seq2SeqParams
     | AutoencoderParams
     | GANParams

@@ -66,6 +66,30 @@ class RNNParams(Strict):
         return self
 
 
+class TransformerParams(Strict):
+    """A Transformer encoder (BERT's shape, small): token + learned position embeddings, a
+    [CLS] vector in front, `layers` pre-norm encoder layers, [CLS] or mean pooling -> head."""
+
+    arch: Literal["transformer"]
+    embedding_dim: Annotated[int, Field(ge=1, le=4096)] = 64  # d_model
+    heads: Annotated[int, Field(ge=1, le=64)] = 4
+    layers: Annotated[int, Field(ge=1, le=24)] = 2
+    feedforward: Annotated[int, Field(ge=1, le=65536)] = 128  # the position-wise layer's width
+    dropout: Probability = 0.1  # in every encoder layer
+    pooling: Literal["cls", "mean"] = "cls"
+    head: Widths = []  # hidden widths after pooling
+    head_dropout: Probability = 0.0
+    activation: Activation = "relu"  # of the head
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> TransformerParams:
+        if self.embedding_dim % self.heads:
+            raise ValueError(
+                f"embedding_dim ({self.embedding_dim}) must be a multiple of heads ({self.heads})"
+            )
+        return self
+
+
 class TfidfParams(Strict):
     """The linear baseline: TF-IDF of word n-grams -> logistic regression (scikit-learn)."""
 

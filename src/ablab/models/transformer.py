@@ -1,0 +1,87 @@
+"""A Transformer encoder over padded token sequences (BERT's shape at CPU scale): token and
+learned position embeddings, a [CLS] vector in front, N pre-norm encoder layers (torch's
+`nn.TransformerEncoder`), then the [CLS] output or the mean over real tokens -> dense head.
+Padding is masked out of every attention and of the mean."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ablab.models.layers import dense_classifier
+
+
+class TransformerClassifier(nn.Module):
+    """(tokens N x T, lengths N) -> N x num_outputs. In eval mode `last_attention` holds the
+    last layer's attention (heads averaged) from the pooled position, [CLS] or each token's
+    mean, over the tokens: N x T."""
+
+    def __init__(
+        self, vocab_size: int, num_outputs: int, max_len: int, embedding_dim: int = 64,
+        heads: int = 4, layers: int = 2, feedforward: int = 128, dropout: float = 0.1,
+        pooling: str = "cls", head: Sequence[int] = (), head_dropout: float = 0.0,
+        activation_name: str = "relu",
+    ) -> None:  # fmt: skip
+        super().__init__()
+        if embedding_dim % heads:
+            raise ValueError(f"embedding_dim {embedding_dim} is not divisible by heads {heads}")
+        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=0)
+        self.positions = nn.Embedding(max_len + 1, embedding_dim)  # +1: the [CLS] slot
+        self.cls = nn.Parameter(torch.zeros(1, 1, embedding_dim))
+        nn.init.normal_(self.cls, std=0.02)
+        layer = nn.TransformerEncoderLayer(
+            embedding_dim, heads, feedforward, dropout, batch_first=True, norm_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(embedding_dim)
+        self.pooling = pooling
+        self.max_len = max_len
+        self.head = nn.Sequential(
+            *dense_classifier(embedding_dim, list(head), num_outputs, activation_name, head_dropout)
+        )
+        self.attention = True  # draws an attention figure (ablab.families.classify)
+        self.last_attention: torch.Tensor | None = None
+
+    def encode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(states N x (T+1) x D with [CLS] first, padding mask N x (T+1): True = padding)."""
+        n, t = tokens.shape
+        if t > self.max_len:
+            raise ValueError(f"sequences of {t} tokens; the network takes at most {self.max_len}")
+        x = torch.cat([self.cls.expand(n, -1, -1), self.embedding(tokens)], dim=1)
+        x = x + self.positions(torch.arange(t + 1, device=tokens.device))
+        padding = torch.arange(t + 1, device=tokens.device) > lengths.unsqueeze(1)
+        return self.norm(self.encoder(x, src_key_padding_mask=padding)), padding
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        states, padding = self.encode(tokens, lengths)
+        if self.pooling == "cls":
+            pooled = states[:, 0]
+        else:
+            real = (~padding[:, 1:]).unsqueeze(-1).float()
+            pooled = (states[:, 1:] * real).sum(1) / real.sum(1).clamp(min=1)
+        if not self.training:
+            self.last_attention = self._attention(tokens, lengths, padding)
+        return self.head(pooled)
+
+    @torch.no_grad()
+    def _attention(self, tokens, lengths, padding) -> torch.Tensor:
+        """The last layer's self-attention weights over the tokens (not [CLS]), heads
+        averaged, from [CLS] (pooling cls) or averaged over the real tokens (mean)."""
+        *lower, last = self.encoder.layers
+        n, t = tokens.shape
+        x = torch.cat([self.cls.expand(n, -1, -1), self.embedding(tokens)], dim=1)
+        x = x + self.positions(torch.arange(t + 1, device=tokens.device))
+        for layer in lower:
+            x = layer(x, src_key_padding_mask=padding)
+        h = last.norm1(x)
+        _, weights = last.self_attn(h, h, h, key_padding_mask=padding, need_weights=True)
+        if self.pooling == "cls":
+            return weights[:, 0, 1:]
+        real = (~padding[:, 1:]).unsqueeze(-1).float()
+        return (weights[:, 1:, 1:] * real).sum(1) / real.sum(1).clamp(min=1)
+
+
+def build_transformer(vocab_size: int, num_outputs: int, max_len: int, **options):
+    return TransformerClassifier(vocab_size, num_outputs, max_len, **options)
