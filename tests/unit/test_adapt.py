@@ -156,10 +156,17 @@ def test_mnist_m_blends_each_digit_into_a_photo_patch():
     assert np.array_equal(out, mnist_m.blend(digits, photos))  # fixed by its seed
 
 
-def test_fine_tuning_starts_from_the_pretrain_stages_network(root, tmp_path):
+def test_fine_tuning_starts_from_the_pretrain_stages_network(root, tmp_path, monkeypatch, capsys):
+    from ablab.cli import main
+
     params = load_tree(tmp_path, params_tree())
-    networks = run_pretrain(params, "transfer", root)
+    monkeypatch.setenv("ABLAB_ROOT", str(root))
+    main(["pretrain", "transfer", "--params", str(tmp_path / "params.yaml")])
+    assert (
+        "transfer: 1 pretrained networks in results/pretrained/transfer" in capsys.readouterr().out
+    )
     folder = root / "results" / "pretrained" / "transfer"
+    networks = json.loads((folder / "runs.json").read_text())["networks"]
     assert len(networks) == 1  # source_only, freeze, finetune, dann of seed 1 share one
     (key, pretrain_run), = networks.items()  # fmt: skip
     assert (folder / f"{key}.pt").exists()
@@ -186,5 +193,3 @@ def test_fine_tuning_starts_from_the_pretrain_stages_network(root, tmp_path):
     assert all(0 <= row["domain_accuracy"] <= 1 for row in dann)
     assert dann[0]["reversal"] < dann[1]["reversal"]  # rising with training progress
     assert key == pretrain_key(params.suite_runs("transfer")[1].experiment)  # freeze's
-    index = json.loads((folder / "runs.json").read_text())
-    assert index["networks"] == networks

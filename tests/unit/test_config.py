@@ -48,7 +48,7 @@ def test_set_overrides_parse_yaml_values(tmp_path):
         (
             "experiments.cnn.model.arch",
             "resnet9000",
-            "model.arch: got 'resnet9000'; allowed: 'mlp', 'cnn', 'rnn', 'tfidf'",
+            "model.arch: got 'resnet9000'; allowed: 'mlp', 'cnn', 'rnn', 'transformer', 'tfidf'",
         ),
         ("experiments.mlp.train.optimizer", "adamm", "experiments.mlp.train.optimizer"),
         ("train.optimizer", "adamm", "'sgd', 'momentum', 'nesterov'"),
@@ -266,15 +266,16 @@ AE = "experiments.ae={task: reconstruct, model: {arch: autoencoder, hidden: [8],
         # every experiment says its family
         (
             ["experiments.x={model: {arch: mlp}}"],
-            "experiments.x.task: missing; allowed: 'classify', 'generate', 'reconstruct', "
-            "'regress', 'translate'",
+            "experiments.x.task: missing; allowed: 'adapt', 'classify', 'generate', "
+            "'pseudo_label', 'reconstruct', 'regress', 'translate'",
         ),
         (["experiments.mlp.task=explain"], "experiments.mlp.task: got 'explain'; allowed:"),
         # a key the family does not take is an unknown key, named
         (["experiments.mlp.model.code_size=4"], "experiments.mlp.model.code_size: unknown key"),
         (
             ["experiments.mlp.model.arch=autoencoder"],
-            "experiments.mlp.model.arch: got 'autoencoder'; allowed: 'mlp', 'cnn', 'rnn', 'tfidf'",
+            "experiments.mlp.model.arch: got 'autoencoder'; allowed: 'mlp', 'cnn', 'rnn', "
+            "'transformer', 'tfidf'",
         ),
         (
             [AE, "experiments.ae.data.dataset=tweets"],

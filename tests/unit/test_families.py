@@ -24,7 +24,14 @@ TINY = {
     "reconstruct": ("digits", {"arch": "autoencoder", "hidden": [16], "code_size": 4,
                                "corruption": {"kind": "masking", "level": 0.3}}),
     "generate": ("digits", {"arch": "dcgan", "channels": [4, 4], "conditional": True}),
+    "adapt": ("mnist_m", {"arch": "cnn", "channels": [4], "head": [8]}),
+    "pseudo_label": ("mnist", {"arch": "mlp", "depth": 1, "width": 8}),
 }  # fmt: skip
+# what a family needs beside its model: the source of a transfer, labels the tiny data can give
+EXTRA = {
+    "adapt": {"adapt": {"method": "dann", "source": "mnist", "target_labels": 20}},
+    "pseudo_label": {"pseudo_label": {"labels": 20}},
+}
 
 
 def test_every_registered_family_has_a_tiny_case_and_a_schema():
@@ -43,12 +50,14 @@ def test_family_runs_end_to_end_and_returns_real_artifacts(task, tmp_path):
     tree = {
         "seed": 3, "mlflow_experiment": "contract",
         "train": {"max_epochs": 1, "threads": 1, "log_model": False},
-        "experiments": {"tiny": {"task": task, "model": model, "data": {"dataset": dataset}}},
+        "experiments": {"tiny": {"task": task, "model": model, "data": {"dataset": dataset},
+                                 **EXTRA.get(task, {})}},
         "evaluator": {"datasets": [dataset] if task == "generate" else []},
     }  # fmt: skip
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tree))
     params = load(tmp_path / "params.yaml")
-    prepare(tmp_path, dataset)
+    for needed in {dataset, *(["mnist"] if task == "adapt" else [])}:
+        prepare(tmp_path, needed)
     summary = run_experiment(params, "tiny", tmp_path, fast_dev_run=2)
     fam = FAMILIES[task]
     written = json.loads((tmp_path / "results" / "tiny" / "metrics.json").read_text())
@@ -72,7 +81,8 @@ def test_family_runs_end_to_end_and_returns_real_artifacts(task, tmp_path):
 def test_train_names_no_family_and_no_architecture():
     source = (Path(__file__).parents[2] / "src" / "ablab" / "train.py").read_text()
     code = re.sub(r'""".*?"""|#[^\n]*', "", source, flags=re.S)  # docstrings and comments
-    names = [*FAMILIES, "mlp", "cnn", "rnn", "tfidf", "seq2seq", "autoencoder", "arch"]
+    names = [*FAMILIES, "mlp", "cnn", "rnn", "transformer", "tfidf", "seq2seq", "autoencoder"]
+    names += ["arch"]
     names += ["ImageDataModule", "TextDataModule", "SeriesDataModule", "TranslationDataModule"]
     found = [n for n in names if re.search(rf"\b{n}\b", code)]
     assert not found, f"train.py switches on {found}"
