@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -181,7 +182,39 @@ def cmd_ui(args: argparse.Namespace) -> None:
         "--host", "127.0.0.1", "--port", str(args.port),
     ]  # fmt: skip
     print(f"MLflow UI on http://127.0.0.1:{args.port} (Ctrl-C stops it)", flush=True)
-    raise SystemExit(subprocess.call(command))
+    # its own process group, so that stopping ablab (Ctrl-C or SIGTERM) stops the server's
+    # workers too, not only the process that started them
+    server = subprocess.Popen(command, start_new_session=True)
+
+    def stop(signum, frame) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    code = 0
+    try:
+        code = server.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        _stop_group(server)
+    raise SystemExit(code)
+
+
+def _stop_group(process: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM to the process's group, SIGKILL to what is left after `grace` seconds."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    try:  # workers may outlive the leader
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
 
 
 def parser() -> argparse.ArgumentParser:

@@ -106,3 +106,35 @@ def test_train_logs_to_server_and_client_reads_it_back(mlflow_server, digits_roo
     png = client.download_artifacts(run.info.run_id, "confusion_matrix.png", str(tmp_path))
     assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert any((server_dir / "server-artifacts").rglob("confusion_matrix.png"))
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def test_ablab_ui_stopped_by_sigterm_leaves_no_server_listening(tmp_path):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "ABLAB_ROOT": str(tmp_path)}
+    ui = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ablab"), "ui", "--port", str(port)], env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not _answers(url):
+            assert ui.poll() is None and time.monotonic() < deadline, "the UI did not start"
+            time.sleep(0.5)
+        ui.terminate()  # SIGTERM, as a service manager or `kill` sends it
+        assert ui.wait(timeout=30) == 0
+        time.sleep(1)
+        assert not _answers(url)  # the server and its workers are gone
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))  # the port is free again
+    finally:
+        if ui.poll() is None:
+            ui.kill()
