@@ -78,17 +78,35 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
     )
 
 
+# The experiment's tags: MLflow 3's UI opens an experiment of kind custom_model_development on
+# its runs table (unmarked, on the GenAI traces page), and shows mlflow.note.content as its
+# description.
+EXPERIMENT_TAGS = {
+    "mlflow.experimentKind": "custom_model_development",
+    "mlflow.note.content": (
+        "ablab: one run per trained model (train, suites, tune trials), tagged ablab.experiment, "
+        "ablab.suite, ablab.variant, ablab.seed. Compare runs in the table; per-epoch curves "
+        "under Model metrics; figures and diagnosis.md under Artifacts."
+    ),
+}
+
+
 def _experiment_id(experiment: str, location: str | None) -> str:
     # A server chooses its own artifact store; the local store keeps artifacts in mlruns/.
     client = MlflowClient()
     found = client.get_experiment_by_name(experiment)
-    if found is not None:
-        return found.experiment_id
-    try:
-        return client.create_experiment(experiment, artifact_location=location)
-    except mlflow.exceptions.MlflowException:
-        # another process created it between our lookup and create
-        return client.get_experiment_by_name(experiment).experiment_id
+    if found is None:
+        try:
+            return client.create_experiment(
+                experiment, artifact_location=location, tags=EXPERIMENT_TAGS
+            )
+        except mlflow.exceptions.MlflowException:
+            # another process created it between our lookup and create
+            found = client.get_experiment_by_name(experiment)
+    for key, value in EXPERIMENT_TAGS.items():  # stores made before the tags existed
+        if found.tags.get(key) != value:
+            client.set_experiment_tag(found.experiment_id, key, value)
+    return found.experiment_id
 
 
 def git_commit(root: Path) -> str | None:

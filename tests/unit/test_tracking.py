@@ -57,3 +57,16 @@ def test_an_unreachable_tracking_server_fails_fast_naming_the_uri(tmp_path, monk
     with pytest.raises(tracking.StoreUnreachable, match=f"MLFLOW_TRACKING_URI={uri}: no MLflow"):
         tracking.use_store(tmp_path, "ablab-test")
     assert time.perf_counter() - start < 10  # MLflow's own client retries for minutes
+
+
+def test_the_experiment_opens_on_the_runs_table_with_a_description(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    client = MlflowClient(tracking.tracking_uri(tmp_path))
+    tracking.use_store(tmp_path, "ablab")
+    tags = client.get_experiment_by_name("ablab").tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"  # not GenAI traces
+    assert tags["mlflow.note.content"].startswith("ablab: one run per trained model")
+    # a store made before these tags existed gets them on its next use
+    old = client.create_experiment("older")
+    tracking.use_store(tmp_path, "older")
+    assert client.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
