@@ -100,7 +100,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             raise SystemExit(1) from None
         keys = ENTRIES[params.experiment(name).task].test_metrics
         shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in keys if k in metrics)
-        print(f"{name}: {shown}")
+        print(f"{name}: {shown} (results/{name}/metrics.json; the runs: ablab ui)")
 
 
 def cmd_suite(args: argparse.Namespace) -> None:

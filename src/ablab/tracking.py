@@ -27,6 +27,13 @@ def tracking_uri(root: Path) -> str:
     )
 
 
+def run_url(experiment_id: str, run_id: str) -> str:
+    """Where a run is in the UI: the tracking server's, else `ablab ui`'s default address."""
+    uri = mlflow.get_tracking_uri()
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
 def artifact_root(root: Path) -> str:
     return (Path(root).resolve() / "mlruns" / "artifacts").as_uri()
 

@@ -262,11 +262,15 @@ def train(
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
         try:
             if not folds:
-                return _fit(exp, data, run.info.run_id, fast_dev_run, extra_callbacks, diagnosis,
-                            profiler, pretrained_dir, weights_path)  # fmt: skip
-            return _cross_validate(
-                exp, data, processed_dir, run.info.run_id, tags, fast_dev_run, diagnosis
-            )
+                result = _fit(exp, data, run.info.run_id, fast_dev_run, extra_callbacks,
+                              diagnosis, profiler, pretrained_dir, weights_path)  # fmt: skip
+            else:
+                result = _cross_validate(
+                    exp, data, processed_dir, run.info.run_id, tags, fast_dev_run, diagnosis
+                )
+            url = tracking.run_url(run.info.experiment_id, run.info.run_id)
+            print(f"MLflow run {run.info.run_id}: {url}", flush=True)
+            return result
         except BaseException as exc:
             if not getattr(exc, "run_id", None):
                 exc.run_id = run.info.run_id
