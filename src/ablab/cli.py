@@ -7,10 +7,13 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
+import yaml
+
 from ablab.allocator import keep_freed_memory
-from ablab.config import ConfigError, load
+from ablab.config import DATASETS, ConfigError, load
 from ablab.data.sources import DataError
 
 
@@ -217,12 +220,50 @@ def _stop_group(process: subprocess.Popen, grace: float = 10.0) -> None:
     process.wait()
 
 
+EXAMPLES = {
+    "fetch": "ablab fetch mnist fashion_mnist",
+    "preprocess": "ablab preprocess mnist",
+    "evaluator": "ablab evaluator mnist",
+    "train": "ablab train cnn --set experiments.cnn.train.lr=0.003",
+    "suite": "ablab suite regularization          # --full: the full-size recipe",
+    "pretrain": "ablab pretrain transfer",
+    "report": "ablab report",
+    "tune": "ablab tune --workers 2",
+    "diagnose": "ablab diagnose regularization/baseline/seed1",
+    "ui": "ablab ui --port 5000",
+}
+# what a command's positional names are, for its help
+NAMES = {"fetch": "datasets", "preprocess": "datasets", "evaluator": "datasets",
+         "train": "experiments", "suite": "suites", "pretrain": "suites",
+         "diagnose": "experiments"}  # fmt: skip
+
+
+def _epilog(command: str) -> str:
+    """A command's help footer: the names it takes (datasets, or those in ./params.yaml) and
+    an example."""
+    lines = []
+    kind = NAMES.get(command)
+    if kind == "datasets":
+        lines.append(f"datasets: {', '.join(DATASETS)}")
+    elif kind:
+        try:
+            tree = yaml.safe_load((_root() / "params.yaml").read_text()) or {}
+            names = ", ".join(tree.get(kind) or {}) or "none"
+        except (OSError, yaml.YAMLError, AttributeError):
+            names = "(no readable params.yaml here)"
+        lines.append(f"{kind} in params.yaml: {names}")
+    lines = [textwrap.fill(line, 100, subsequent_indent="  ") for line in lines]
+    lines.append(f"example:\n  {EXAMPLES[command]}")
+    return "\n\n".join(lines)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="ablab", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True)
 
     def add(name: str, func, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=_epilog(name),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
         p.set_defaults(func=func)
         p.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
         p.add_argument(
@@ -252,7 +293,7 @@ def parser() -> argparse.ArgumentParser:
     report_parser = add("report", cmd_report, "tables and plots of every suite -> results/report/")
     report_parser.add_argument("--full", action="store_true", help=full_help)
     tune_parser = add("tune", cmd_tune, "run the Optuna study of the tune section")
-    tune_parser.add_argument("--workers", type=int, default=1, help="worker processes")
+    tune_parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     tune_parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     doctor = add("diagnose", cmd_diagnose, "the tuning checklist on one run: findings and fixes")
     doctor.add_argument(
@@ -261,9 +302,11 @@ def parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     lr_help = "also run Lightning's learning-rate finder on the experiment"
     doctor.add_argument("--lr-find", action="store_true", help=lr_help)
-    ui = sub.add_parser("ui", help="serve the MLflow UI on 127.0.0.1")
+    ui_help = "serve the MLflow UI on 127.0.0.1"
+    ui = sub.add_parser("ui", help=ui_help, description=ui_help, epilog=_epilog("ui"),
+                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     ui.set_defaults(func=cmd_ui)
-    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--port", type=int, default=5000, help="port (default 5000)")
     return top
 
 

@@ -332,3 +332,24 @@ def test_autoencoder_defaults_resolve(tmp_path):
     exp = load(write(tmp_path, TINY_PARAMS), [AE]).experiment("ae")
     assert exp.task == "reconstruct" and exp.model.corruption.kind == "none"
     assert exp.train.lr == TINY_PARAMS["train"]["lr"]  # inherits the train defaults
+
+
+def test_command_help_lists_the_names_it_takes_and_an_example(tmp_path, monkeypatch, capsys):
+    from ablab.cli import main
+
+    write(tmp_path, TINY_PARAMS)
+    monkeypatch.setenv("ABLAB_ROOT", str(tmp_path))
+    for command, names, example in (
+        ("train", "experiments in params.yaml: cnn, mlp", "ablab train cnn --set"),
+        ("suite", "suites in params.yaml: reg", "ablab suite regularization"),
+        ("fetch", "datasets: digits, fashion_mnist, mnist, mnist_m,", "ablab fetch mnist"),
+    ):
+        with pytest.raises(SystemExit) as done:
+            main([command, "--help"])
+        assert done.value.code == 0
+        out = capsys.readouterr().out
+        assert names in out and f"example:\n  {example}" in out, out
+    monkeypatch.setenv("ABLAB_ROOT", str(tmp_path / "elsewhere"))
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "experiments in params.yaml: (no readable params.yaml here)" in capsys.readouterr().out
