@@ -174,10 +174,10 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
 
 
 def cmd_ui(args: argparse.Namespace) -> None:
-    from ablab.tracking import artifact_root, tracking_uri
+    from ablab.tracking import artifact_root, store_root, tracking_uri
 
     root = _root()
-    (root / "mlruns").mkdir(exist_ok=True)
+    (store_root(root) / "mlruns").mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable, "-m", "mlflow", "ui",
         "--backend-store-uri", tracking_uri(root),

@@ -19,12 +19,16 @@ from mlflow.tracking import MlflowClient
 from ablab.config import ConfigError
 
 
+def store_root(root: Path) -> Path:
+    """The folder whose mlruns/ is the project's store: the DVC repository's root when DVC runs
+    the command ($DVC_ROOT; for a queued `dvc exp run`, the project, not the temporary copy
+    it trains in, which DVC deletes afterwards), else `root`."""
+    return Path(os.environ.get("DVC_ROOT") or root).resolve()
+
+
 def tracking_uri(root: Path) -> str:
     """$MLFLOW_TRACKING_URI (a server), else the project's SQLite store."""
-    return (
-        os.environ.get("MLFLOW_TRACKING_URI")
-        or f"sqlite:///{Path(root).resolve()}/mlruns/mlflow.db"
-    )
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_root(root)}/mlruns/mlflow.db"
 
 
 def run_url(experiment_id: str, run_id: str) -> str:
@@ -35,13 +39,13 @@ def run_url(experiment_id: str, run_id: str) -> str:
 
 
 def artifact_root(root: Path) -> str:
-    return (Path(root).resolve() / "mlruns" / "artifacts").as_uri()
+    return (store_root(root) / "mlruns" / "artifacts").as_uri()
 
 
 def use_store(root: Path, experiment: str) -> str:
     """Point MLflow at the store and return the id of `experiment`, creating it if needed."""
     uri = tracking_uri(root)
-    local = uri == f"sqlite:///{Path(root).resolve()}/mlruns/mlflow.db"
+    local = uri == f"sqlite:///{store_root(root)}/mlruns/mlflow.db"
     user_set = "MLFLOW_TRACKING_URI" in os.environ
     mlflow.set_tracking_uri(uri)
     if not user_set:
@@ -50,9 +54,9 @@ def use_store(root: Path, experiment: str) -> str:
     if not local:
         check_server(uri)
         return _experiment_id(experiment, None)
-    (Path(root) / "mlruns").mkdir(parents=True, exist_ok=True)
+    (store_root(root) / "mlruns").mkdir(parents=True, exist_ok=True)
     # Processes starting together on a new store would race to create its tables.
-    with open(Path(root) / "mlruns" / ".store.lock", "w") as lock:
+    with open(store_root(root) / "mlruns" / ".store.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         return _experiment_id(experiment, f"{artifact_root(root)}/{experiment}")
 

@@ -2,6 +2,7 @@ import csv
 import json
 
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from ablab import tracking
@@ -93,3 +94,27 @@ def test_the_allocator_keeps_freed_memory_unless_switched_off(monkeypatch):
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("mallopt is glibc's")
     assert keep_freed_memory() is True
+
+
+def test_a_dvc_experiment_logs_to_the_projects_store_named_and_tagged(
+    digits_root, tmp_path, monkeypatch
+):
+    """`dvc exp run --queue` trains in a temporary copy and sets DVC_ROOT to the project,
+    DVC_EXP_NAME and DVC_EXP_BASELINE_REV: the run goes to the project's store, not the copy's."""
+    project, copy = tmp_path / "project", tmp_path / "copy"
+    copy.mkdir()
+    path = copy / "params.yaml"
+    path.write_text(yaml.safe_dump(TINY_PARAMS))
+    params = load(path, ["train.max_epochs=1"])
+    monkeypatch.setenv("DVC_ROOT", str(project))
+    monkeypatch.setenv("DVC_EXP_NAME", "brave-owl")
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", "a" * 40)
+    run_experiment(params, "mlp", copy, processed_dir=digits_root / "data" / "processed")
+    assert not (copy / "mlruns").exists()  # nothing in the copy DVC deletes
+    assert (copy / "results" / "mlp" / "metrics.json").exists()  # DVC's outputs stay there
+    client = MlflowClient(f"sqlite:///{project.resolve()}/mlruns/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("ablab-test").experiment_id])
+    assert run.info.run_name == "mlp/brave-owl"
+    assert run.data.tags["ablab.dvc_experiment"] == "brave-owl"
+    assert run.data.tags["ablab.dvc_baseline"] == "a" * 40
+    assert (project / "mlruns" / "artifacts").is_dir()
