@@ -131,8 +131,9 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     names = args.suites or list(params.suites)
     for name in names:
         params.suite_runs(name)  # every name checked before any training starts
-    from ablab.pretrain import run_pretrain
+    from ablab.pretrain import pretrained_dir, run_pretrain
 
+    pretrained_dir(_root(), "").mkdir(parents=True, exist_ok=True)  # the stage's output, always
     for name in names:
         runs = run_pretrain(params, name, _root())
         print(f"{name}: {len(runs)} pretrained networks in results/pretrained/{name}")

@@ -114,7 +114,9 @@ def _parent_run(
     tags = {"ablab.suite": suite_name, "ablab.stage": "suite", "ablab.role": "suite",
             "ablab.experiment": suite.experiment, "ablab.recipe": recipe}  # fmt: skip
     tags.update(tracking.commit_tag(root))
-    name = f"suite/{suite_name}" + ("/full" if recipe == "full" else "")
+    suffix, dvc_tags = tracking.dvc_experiment()
+    tags.update(dvc_tags)
+    name = f"suite/{suite_name}" + ("/full" if recipe == "full" else "") + suffix
     run = client.create_run(experiment_id, run_name=name, tags=tags)
     logged = {"seeds": suite.seeds, "baseline": suite.baseline_name(),
               "variants": list(suite.variant_overrides()), "common": suite.common}  # fmt: skip

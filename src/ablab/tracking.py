@@ -136,6 +136,16 @@ def commit_tag(root: Path) -> dict[str, str]:
     return {"mlflow.source.git.commit": commit} if commit else {}
 
 
+def dvc_experiment() -> tuple[str, dict[str, str]]:
+    """Under `dvc exp run`: ("/<DVC experiment name>", its tags ablab.dvc_experiment and
+    ablab.dvc_baseline, the baseline commit), for a run's name and tags; else ("", {})."""
+    name = os.environ.get("DVC_EXP_NAME")
+    if not name:
+        return "", {}
+    baseline = os.environ.get("DVC_EXP_BASELINE_REV", "")
+    return f"/{name}", {"ablab.dvc_experiment": name, "ablab.dvc_baseline": baseline}
+
+
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, str]:
     """Nested params -> {"train.lr": "0.001", ...}, the form MLflow params take."""
     flat: dict[str, str] = {}

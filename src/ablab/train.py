@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -259,12 +258,9 @@ def train(
     tags["ablab.family"] = exp.task
     tags.update(fam.tags(exp))
     tags.update(extra_tags or {})
-    run_name = run_name or exp.name
-    dvc_experiment = os.environ.get("DVC_EXP_NAME")  # set by `dvc exp run`
-    if dvc_experiment:  # find a DVC experiment's runs in MLflow, and the experiment from a run
-        tags["ablab.dvc_experiment"] = dvc_experiment
-        tags["ablab.dvc_baseline"] = os.environ.get("DVC_EXP_BASELINE_REV", "")
-        run_name = f"{run_name}/{dvc_experiment}"
+    suffix, dvc_tags = tracking.dvc_experiment()  # a DVC experiment's runs, found in MLflow
+    tags.update(dvc_tags)
+    run_name = (run_name or exp.name) + suffix
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
         try:
             if not folds:

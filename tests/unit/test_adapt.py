@@ -193,3 +193,14 @@ def test_fine_tuning_starts_from_the_pretrain_stages_network(root, tmp_path, mon
     assert all(0 <= row["domain_accuracy"] <= 1 for row in dann)
     assert dann[0]["reversal"] < dann[1]["reversal"]  # rising with training progress
     assert key == pretrain_key(params.suite_runs("transfer")[1].experiment)  # freeze's
+
+
+def test_the_pretrain_stage_writes_its_output_with_no_suite_at_all(tmp_path, monkeypatch):
+    from ablab.cli import main
+
+    tree = copy.deepcopy(TINY_PARAMS)
+    tree.pop("suites")
+    load_tree(tmp_path, tree)
+    monkeypatch.setenv("ABLAB_ROOT", str(tmp_path))
+    main(["pretrain", "--params", str(tmp_path / "params.yaml")])
+    assert (tmp_path / "results" / "pretrained").is_dir()  # DVC requires its output
