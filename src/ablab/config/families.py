@@ -156,24 +156,30 @@ class PseudoLabelParams(Strict):
         return self
 
 
-class PseudoLabelEntry(EntryBase):
+class ImageClassifierEntry(EntryBase):
+    """A family that trains an image classifier its own way (pseudo_label, adapt): classify's
+    networks and metrics; a subclass names its own per-epoch and reported extras."""
+
+    model: Annotated[MLPParams | CNNParams, Field(discriminator="arch")]
+    inputs = ("image",)
+    test_metrics = ClassifyEntry.test_metrics
+    epoch_metrics = ClassifyEntry.epoch_metrics
+    compared = ("test_accuracy", "test_macro_f1")
+    headline = "test_accuracy"
+    per_example = {"test_accuracy": "accuracy", "test_macro_f1": "macro_f1"}
+
+
+class PseudoLabelEntry(ImageClassifierEntry):
     """Semi-supervised classification by pseudo-labels. Per epoch, on the unlabelled batches:
     pseudo_label_accuracy (the kept pseudo-labels against the hidden true labels),
     pseudo_label_fraction (the share kept by the threshold) and alpha."""
 
     task: Literal["pseudo_label"]
-    model: Annotated[MLPParams | CNNParams, Field(discriminator="arch")]
     pseudo_label: PseudoLabelParams = PseudoLabelParams()
-    inputs = ("image",)
-    test_metrics = ClassifyEntry.test_metrics
-    epoch_metrics = ClassifyEntry.epoch_metrics
     train_metrics = (
         "train_loss", "train_objective", "pseudo_label_accuracy", "pseudo_label_fraction", "alpha",
     )  # fmt: skip
     reported = ("test_accuracy", "test_macro_f1", "test_loss", "final_pseudo_label_accuracy")
-    compared = ("test_accuracy", "test_macro_f1")
-    headline = "test_accuracy"
-    per_example = {"test_accuracy": "accuracy", "test_macro_f1": "macro_f1"}
 
 
 ADAPT_METHODS = (
@@ -206,23 +212,16 @@ class AdaptParams(Strict):
     max_weight: Annotated[float, Field(ge=1.0, le=1e6)] = 10.0
 
 
-class AdaptEntry(EntryBase):
+class AdaptEntry(ImageClassifierEntry):
     """Domain adaptation: every method is tested on the target's test split. dann logs per
     epoch the domain classifier's accuracy (domain_accuracy: near 0.5 when the features no
     longer tell the domains apart) and the reversal strength lambda_p. source_test_accuracy
     (where the label sets match): every 5th source test image, what adapting cost the source."""
 
     task: Literal["adapt"]
-    model: Annotated[MLPParams | CNNParams, Field(discriminator="arch")]
     adapt: AdaptParams = AdaptParams()
-    inputs = ("image",)
-    test_metrics = ClassifyEntry.test_metrics
-    epoch_metrics = ClassifyEntry.epoch_metrics
     train_metrics = ("train_loss", "train_objective", "domain_accuracy", "reversal")
     reported = ("test_accuracy", "test_macro_f1", "test_loss", "source_test_accuracy")
-    compared = ("test_accuracy", "test_macro_f1")
-    headline = "test_accuracy"
-    per_example = {"test_accuracy": "accuracy", "test_macro_f1": "macro_f1"}
 
 
 ENTRIES: dict[str, type[EntryBase]] = {
