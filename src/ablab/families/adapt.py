@@ -62,8 +62,11 @@ class AdaptTask(ClassificationTask):
                             reversal_weight=reversal_weight, domain_hidden=domain_hidden,
                             max_weight=max_weight)  # fmt: skip
         self.domain = None
+        # (feature extractor, label predictor): views of `net`, in a tuple so that they are
+        # not registered twice as submodules
+        self._split = split_features(net)
         if method == "dann":
-            extractor = split_features(net)[0]
+            extractor = self._split[0]
             with torch.no_grad():
                 width = extractor.eval()(torch.zeros(2, *input_shape)).flatten(1).shape[1]
             extractor.train()
@@ -122,7 +125,7 @@ class AdaptTask(ClassificationTask):
         return objective
 
     def _dann_step(self, xs, ys, xu) -> torch.Tensor:
-        extractor, predictor = split_features(self.net)
+        extractor, predictor = self._split
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         self.reversal = self.hparams.reversal_weight * reversal_schedule(self.global_step / total)
         # each domain through the network on its own, as the reference implementations do:
