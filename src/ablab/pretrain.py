@@ -1,10 +1,10 @@
-"""The `pretrain` stage: the source networks that network-based transfer (adapt methods
-source_only, freeze, finetune, finetune_discriminative) starts from. Per suite, one network per
-distinct `pretrain_key` among its runs (one per seed, typically), each trained as its own MLflow
-run (tag ablab.stage=pretrain) and saved to results/pretrained/<suite>/<key>.pt, with runs.json
-mapping each key to its run. A network already there, trained by the same code, is not trained
-again; a suite without network-based runs gets an empty index (every suite's stage depends on
-its folder)."""
+"""The `pretrain` stage: the networks that suite runs start from rather than from scratch
+(`ablab.config.pretraining`: network-based transfer's source networks, a transformer's
+masked-token pretraining). Per suite, one network per distinct `pretraining_key` among its
+runs, each trained as its own MLflow run (tag ablab.stage=pretrain) and saved to
+results/pretrained/<suite>/<key>.pt, with runs.json mapping each key to its run. A network
+already there, trained by the same code, is not trained again; a suite without pretrained runs
+gets an empty index (every suite's stage depends on its folder)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from ablab.config import Params
-from ablab.config.families import PRETRAINED_METHODS
+from ablab.config.pretraining import pretraining, pretraining_key
 from ablab.files import write_atomic
 
 
@@ -30,28 +30,26 @@ def run_pretrain(
     runs = params.suite_runs(suite_name)
     folder = pretrained_dir(root, suite_name, recipe)
     wanted = {}
-    if any(r.experiment.task == "adapt" for r in runs):
-        from ablab.families.adapt import pretrain_experiment, pretrain_key
-
-        for run in runs:
-            exp = run.experiment
-            if exp.task == "adapt" and exp.adapt.method in PRETRAINED_METHODS:
-                wanted.setdefault(pretrain_key(exp), (run.seed, pretrain_experiment(exp)))
+    for run in runs:
+        job = pretraining(run.experiment)
+        if job is not None:
+            wanted.setdefault(pretraining_key(run.experiment), job)
     index = folder / "runs.json"
     code = code_hash() if wanted else ""
     kept = json.loads(index.read_text()) if index.exists() else {}
     done = kept.get("networks", {}) if kept.get("code") == code else {}
     trained: dict[str, str] = {}
-    for key, (seed, exp) in wanted.items():
+    for key, exp in wanted.items():
         if key in done and (folder / f"{key}.pt").exists():
             trained[key] = done[key]
             continue
         from ablab.train import train
 
-        print(f"[pretrain] {suite_name}: {exp.adapt.source}, seed {seed}", flush=True)
+        what = f"{exp.adapt.source} as source" if exp.adapt else f"{exp.task} on {exp.dataset}"
+        print(f"[pretrain] {suite_name}: {what}, seed {exp.seed}", flush=True)
         result = train(
             exp, root, params.mlflow_experiment, processed_dir, fast_dev_run, suite=suite_name,
-            variant="pretrain", run_name=f"{suite_name}/pretrain/seed{seed}",
+            variant="pretrain", run_name=f"{suite_name}/pretrain/seed{exp.seed}",
             extra_tags={"ablab.stage": "pretrain", "ablab.recipe": recipe},
             thresholds=params.diagnose, weights_path=folder / f"{key}.pt",
         )  # fmt: skip

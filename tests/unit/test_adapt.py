@@ -15,10 +15,11 @@ from mlflow.tracking import MlflowClient
 
 from ablab import tracking
 from ablab.config import ConfigError, load
+from ablab.config.pretraining import pretraining_key
 from ablab.data import mnist_m
 from ablab.data.datamodules import as_shape, common_shape
 from ablab.families import family
-from ablab.families.adapt import density_ratios, pretrain_key
+from ablab.families.adapt import density_ratios
 from ablab.models.domain import reversal_schedule, reverse_gradient
 from ablab.pretrain import run_pretrain
 from ablab.suite import run_suite
@@ -192,7 +193,7 @@ def test_fine_tuning_starts_from_the_pretrain_stages_network(root, tmp_path, mon
     dann = runs["dann"]["history"]
     assert all(0 <= row["domain_accuracy"] <= 1 for row in dann)
     assert dann[0]["reversal"] < dann[1]["reversal"]  # rising with training progress
-    assert key == pretrain_key(params.suite_runs("transfer")[1].experiment)  # freeze's
+    assert key == pretraining_key(params.suite_runs("transfer")[1].experiment)  # freeze's
 
 
 def test_the_pretrain_stage_writes_its_output_with_no_suite_at_all(tmp_path, monkeypatch):

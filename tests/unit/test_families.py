@@ -26,6 +26,8 @@ TINY = {
     "generate": ("digits", {"arch": "dcgan", "channels": [4, 4], "conditional": True}),
     "adapt": ("mnist_m", {"arch": "cnn", "channels": [4], "head": [8]}),
     "pseudo_label": ("mnist", {"arch": "mlp", "depth": 1, "width": 8}),
+    "masked_lm": ("tweets", {"arch": "transformer", "embedding_dim": 8, "heads": 2,
+                             "layers": 1, "feedforward": 8}),
 }  # fmt: skip
 # what a family needs beside its model: the source of a transfer, labels the tiny data can give
 EXTRA = {

@@ -64,6 +64,7 @@ _TAGS = {
         "generate",
         "pseudo_label",
         "adapt",
+        "masked_lm",
     },
 }
 

@@ -50,12 +50,27 @@ class EntryBase(Strict):
     per_example: ClassVar[dict[str, str]] = {}
 
 
+class MlmParams(Strict):
+    """BERT's pretraining at CPU scale: the transformer first learns to predict masked tokens
+    of the training texts (labels unread) for `epochs`, then fine-tunes on the labels. Of the
+    real tokens, `mask_prob` are predicted: 80% of those replaced by [MASK], 10% by a random
+    token, 10% kept (Devlin et al. 2019). One pretrained network per setting, trained with
+    `seed` (null: each run's own seed), like one downloaded checkpoint fine-tuned per seed."""
+
+    epochs: Annotated[int, Field(ge=1, le=1000)] = 4
+    mask_prob: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.15
+    seed: Annotated[int, Field(ge=0, lt=2**32)] | None = 0
+
+
 class ClassifyEntry(EntryBase):
     task: Literal["classify"]
     model: Annotated[
         MLPParams | CNNParams | RNNParams | TransformerParams | TfidfParams,
         Field(discriminator="arch"),
     ]
+    # a transformer pretrained by masked-token prediction first (the `pretrain` stage's, in a
+    # suite); null: from scratch
+    mlm: MlmParams | None = None
     inputs = ("image", "text")
     test_metrics = ("test_loss", "test_accuracy", "test_macro_f1")
     epoch_metrics = ("val_loss", "val_accuracy", "val_macro_f1")
@@ -224,6 +239,22 @@ class AdaptEntry(ImageClassifierEntry):
     reported = ("test_accuracy", "test_macro_f1", "test_loss", "source_test_accuracy")
 
 
+class MaskedLmEntry(EntryBase):
+    """Masked-token prediction on a text dataset's training texts (labels unread): what a
+    classify experiment's `mlm` pretrains. test_mlm_accuracy: the masked tokens predicted
+    right; test_perplexity: exp(test_loss), the cross-entropy on masked tokens."""
+
+    task: Literal["masked_lm"]
+    model: TransformerParams
+    mlm: MlmParams = MlmParams()
+    inputs = ("text",)
+    test_metrics = ("test_loss", "test_mlm_accuracy", "test_perplexity")
+    epoch_metrics = ("val_loss", "val_mlm_accuracy")
+    reported = ("test_mlm_accuracy", "test_perplexity", "test_loss")
+    compared = ("test_mlm_accuracy", "test_loss")
+    headline = "test_mlm_accuracy"
+
+
 ENTRIES: dict[str, type[EntryBase]] = {
     "classify": ClassifyEntry,
     "regress": RegressEntry,
@@ -232,6 +263,7 @@ ENTRIES: dict[str, type[EntryBase]] = {
     "generate": GenerateEntry,
     "pseudo_label": PseudoLabelEntry,
     "adapt": AdaptEntry,
+    "masked_lm": MaskedLmEntry,
 }
 ExperimentEntry = Annotated[
     ClassifyEntry
@@ -240,7 +272,8 @@ ExperimentEntry = Annotated[
     | ReconstructEntry
     | GenerateEntry
     | PseudoLabelEntry
-    | AdaptEntry,
+    | AdaptEntry
+    | MaskedLmEntry,
     Field(discriminator="task"),
 ]
 
@@ -317,6 +350,10 @@ def check_techniques(exp) -> None:
             raise ValueError(f"{', '.join(used)}: only for task classify; this is {exp.task}")
     if exp.task == "adapt":
         _check_adapt(exp)
+    if exp.mlm is not None and exp.model.arch != "transformer":
+        raise ValueError(
+            f"mlm: masked-token pretraining is for model.arch transformer; this is {exp.model.arch}"
+        )
     if exp.skew is not None and max(exp.skew.classes) >= num_classes:
         raise ValueError(
             f"data.skew.classes: {exp.dataset} has classes 0..{num_classes - 1}; "

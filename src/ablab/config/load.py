@@ -17,6 +17,7 @@ from ablab.config.families import (
     ENTRIES,
     AdaptParams,
     ExperimentEntry,
+    MlmParams,
     PseudoLabelParams,
     check_techniques,
 )
@@ -67,6 +68,7 @@ class Experiment(Strict):
     train: TrainParams
     pseudo_label: PseudoLabelParams | None = None  # task pseudo_label's section
     adapt: AdaptParams | None = None  # task adapt's section
+    mlm: MlmParams | None = None  # masked-token pretraining (classify) or training (masked_lm)
 
 
 class SuiteRun(Strict):
@@ -111,6 +113,7 @@ class Params(Strict):
             train=train,
             pseudo_label=getattr(entry, "pseudo_label", None),
             adapt=getattr(entry, "adapt", None),
+            mlm=getattr(entry, "mlm", None),
         )
         check_techniques(exp)
         return exp

@@ -7,6 +7,7 @@ from ablab.families.adapt import Adapt
 from ablab.families.base import CollapsedError, DivergedError, Family, Fit
 from ablab.families.classify import Classify
 from ablab.families.generate import Generate
+from ablab.families.masked_lm import MaskedLm
 from ablab.families.pseudo_label import PseudoLabel
 from ablab.families.reconstruct import Reconstruct
 from ablab.families.regress import Regress
@@ -14,7 +15,16 @@ from ablab.families.translate import Translate
 
 FAMILIES: dict[str, Family] = {
     f.name: f
-    for f in (Classify(), Regress(), Translate(), Reconstruct(), Generate(), PseudoLabel(), Adapt())
+    for f in (
+        Classify(),
+        Regress(),
+        Translate(),
+        Reconstruct(),
+        Generate(),
+        PseudoLabel(),
+        Adapt(),
+        MaskedLm(),
+    )  # fmt: skip
 }
 
 

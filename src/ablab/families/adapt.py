@@ -15,12 +15,10 @@ dataset (the target), tested on the target. Methods (adapt.method):
   epochs lambda_p rises before features form, and from scratch it fell below source_only here.
 
 Source-trained networks come from the `pretrain` stage (`Fit.pretrained_dir`, keyed by
-`pretrain_key`) or, outside a suite, are trained at the start of the run."""
+`ablab.config.pretraining`) or, outside a suite, are trained at the start of the run."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +30,7 @@ from ablab import regularize
 from ablab.config import Experiment
 from ablab.config.common import LABEL_SETS
 from ablab.config.families import PRETRAINED_METHODS
+from ablab.config.pretraining import pretraining, pretraining_key
 from ablab.data.datamodules import DomainDataModule, eval_batch_size
 from ablab.families.base import Fit, build_error, network_regularizers, optimizer_hparams
 from ablab.families.classify import ClassificationTask, Classify
@@ -73,11 +72,7 @@ class AdaptTask(ClassificationTask):
             self.domain = domain_classifier(width, domain_hidden)
         self._domain = [0, 0]  # correct, seen: this epoch's domain predictions
         self.reversal = 0.0
-        self.pretrained_run = ""  # the MLflow run the body was pretrained in, if any
-        # network-based methods: the source network's experiment, its key and classes
-        self.pretrain: Experiment | None = None
-        self.pretrain_key = ""
-        self.source_classes = num_classes
+        self.source_classes = num_classes  # network-based methods: the source's classes
         self.initial_state: dict[str, torch.Tensor] | None = None  # for the features figure
 
     @property
@@ -165,23 +160,6 @@ class AdaptTask(ClassificationTask):
                 self.net.load_state_dict(current)
 
 
-def pretrain_experiment(exp: Experiment) -> Experiment:
-    """What a network-based method starts from: the experiment as `source_only`, trained for
-    `adapt.pretrain_epochs` (knobs that only the fine-tuning reads set to their defaults)."""
-    a = exp.adapt
-    adapt = type(a)(method="source_only", source=a.source, source_subset=a.source_subset,
-                    pretrain_epochs=a.pretrain_epochs, target_labels=a.target_labels)  # fmt: skip
-    train = exp.train.model_copy(update={"max_epochs": a.pretrain_epochs})
-    return exp.model_copy(update={"adapt": adapt, "train": train})
-
-
-def pretrain_key(exp: Experiment) -> str:
-    """Names the source network `pretrain_experiment(exp)` trains: equal keys, equal weights."""
-    tree = pretrain_experiment(exp).model_dump(mode="json", exclude={"name"})
-    tree["adapt"].pop("target_labels")  # a source_only run reads no target label
-    return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def density_ratios(source: torch.Tensor, target: torch.Tensor, max_weight: float,
                    seed: int) -> torch.Tensor:  # fmt: skip
     """Per source example, p_target(x) / p_source(x) as a logistic-regression domain classifier
@@ -222,8 +200,8 @@ class Adapt(Classify):
     def module(self, exp: Experiment, data: DomainDataModule) -> AdaptTask:
         task = self._task(exp, data, exp.adapt.method, len(data.classes))
         if exp.adapt.method in PRETRAINED_METHODS:
-            task.pretrain_key = pretrain_key(exp)
-            task.pretrain = pretrain_experiment(exp)
+            task.pretrain_key = pretraining_key(exp)
+            task.pretrain = pretraining(exp)
             task.source_classes = len(data.meta["source_classes"])
         return task
 
@@ -267,20 +245,16 @@ class Adapt(Classify):
     def _pretrained(self, fit: Fit, module: AdaptTask, data) -> dict | None:
         """The source network's state dict: the `pretrain` stage's, else trained here (None
         for source_only, which is then trained as the run itself)."""
-        folder = fit.pretrained_dir
-        if folder is not None and (Path(folder) / f"{module.pretrain_key}.pt").exists():
-            runs = json.loads((Path(folder) / "runs.json").read_text())["networks"]
-            module.pretrained_run = runs.get(module.pretrain_key, "")
-            return torch.load(Path(folder) / f"{module.pretrain_key}.pt", weights_only=True)
+        found = fit.pretrained(module.pretrain_key)
+        if found is not None:
+            state, module.pretrained_run = found
+            return state
         if module.hparams.method == "source_only":
             return None
         exp = module.pretrain
         source = self._task(exp, data, "source_only", module.source_classes)
         fit.plain_fit(source, data.stream_batches("source_only"), exp.adapt.pretrain_epochs)
         return source.net.state_dict()
-
-    def fitted_tags(self, exp: Experiment, module: AdaptTask) -> dict[str, str]:
-        return {"ablab.pretrained_run": module.pretrained_run} if module.pretrained_run else {}
 
     def params(self, exp: Experiment, module, data) -> dict:
         logged = super().params(exp, module, data)

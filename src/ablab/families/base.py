@@ -5,9 +5,12 @@ handed, and the `Task` LightningModule base (evaluation hooks around `_reset_eva
 
 from __future__ import annotations
 
+import json
 import math
+import random
 import warnings
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -173,6 +176,15 @@ class Fit:
         self.trainer.test(module, datamodule=data, ckpt_path="best" if best else None,
                           verbose=False)  # fmt: skip
 
+    def pretrained(self, key: str) -> tuple[dict[str, torch.Tensor], str] | None:
+        """The `pretrain` stage's network `key`: (state dict, the MLflow run that trained it);
+        None where the stage has not trained it (outside a suite)."""
+        if self.pretrained_dir is None or not (Path(self.pretrained_dir) / f"{key}.pt").exists():
+            return None
+        folder = Path(self.pretrained_dir)
+        runs = json.loads((folder / "runs.json").read_text())["networks"]
+        return torch.load(folder / f"{key}.pt", weights_only=True), runs.get(key, "")
+
     def plain_fit(self, module: pl.LightningModule, batches, max_epochs: int) -> None:
         """Fits `module` on the training `batches` with a deterministic trainer that has no
         callbacks, logging, checkpoints or validation: for phases such as greedy layer-wise
@@ -185,6 +197,20 @@ class Fit:
         with warnings.catch_warnings():  # a module with a validation_step, validated elsewhere
             warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
             trainer.fit(module, train_dataloaders=batches)
+
+
+@contextmanager
+def own_random_stream(seed: int):
+    """Runs the block seeded with `seed` (torch, numpy, random) and restores the random
+    streams afterwards: an extra phase (pretraining) that leaves the run's draws as they were."""
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    pl.seed_everything(seed, workers=True, verbose=False)
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
 
 
 class Family(ABC):

@@ -17,6 +17,7 @@ from torch.nn import functional as F
 
 from ablab import regularize
 from ablab.config import DATASETS, Experiment
+from ablab.config.pretraining import pretraining, pretraining_key
 from ablab.data.datamodules import ImageDataModule, TextDataModule
 from ablab.families.base import (
     Family,
@@ -25,7 +26,9 @@ from ablab.families.base import (
     build_error,
     network_regularizers,
     optimizer_hparams,
+    own_random_stream,
 )
+from ablab.families.masked_lm import mlm_network
 from ablab.figures import Figure, plt
 from ablab.models import build
 
@@ -81,6 +84,11 @@ class ClassificationTask(Task):
         self._reset_eval()
         self.test_confusion: torch.Tensor | None = None
         self.test_predictions: dict[str, np.ndarray] = {}
+        # a network that starts pretrained (`ablab.config.pretraining`): the experiment that
+        # pretrains it, its key, and the MLflow run it was pretrained in (once loaded)
+        self.pretrain: Experiment | None = None
+        self.pretrain_key = ""
+        self.pretrained_run = ""
 
     def _reset_eval(self) -> None:
         self._loss_sum = 0.0
@@ -210,21 +218,26 @@ class Classify(Family):
         hp, reg, m = exp.train, exp.train.regularize, exp.model
         if m.arch == "tfidf":
             return TfidfBaseline(m.ngram_max, m.min_df, m.C, hp.imbalance == "weighted_loss")
-        vocab = data.meta.get("vocab_size")
-        try:
-            net = build(m, data.input_shape, len(data.classes), vocab)
-        except ValueError as exc:
-            raise build_error(exp, exc) from None
+        if exp.mlm is not None:  # the masked-token pretraining's network, [MASK] included
+            net = mlm_network(exp, data)
+        else:
+            try:
+                net = build(m, data.input_shape, len(data.classes), data.meta.get("vocab_size"))
+            except ValueError as exc:
+                raise build_error(exp, exc) from None
         network_regularizers(net, exp)
         weights = None
         if hp.imbalance == "weighted_loss":
             weights = regularize.class_weights(data.train_labels, len(data.classes))
-        return ClassificationTask(
+        task = ClassificationTask(
             net, len(data.classes), **optimizer_hparams(exp),
             label_smoothing=reg.label_smoothing, l1=reg.l1, l2=reg.l2,
             disturb_label=reg.disturb_label, max_norm=reg.max_norm, class_weights=weights,
             gan_augment=hp.gan_augment.model_dump() if hp.gan_augment.samples else None,
         )  # fmt: skip
+        if exp.mlm is not None:
+            task.pretrain, task.pretrain_key = pretraining(exp), pretraining_key(exp)
+        return task
 
     def run(self, fit: Fit, module, data) -> None:
         if isinstance(module, TfidfBaseline):
@@ -234,7 +247,14 @@ class Classify(Family):
             from ablab.families.generate import add_generated
 
             add_generated(fit, data, **module.hparams.gan_augment)
+        if module.pretrain is not None and module.pretrain.task == "masked_lm":
+            state = pretrained_encoder(fit, module, data)
+            module.net.load_state_dict(state, strict=False)  # the head stays new
         super().run(fit, module, data)
+
+    def fitted_tags(self, exp: Experiment, module) -> dict[str, str]:
+        pretrained = getattr(module, "pretrained_run", "")
+        return {"ablab.pretrained_run": pretrained} if pretrained else {}
 
     def params(self, exp: Experiment, module, data) -> dict:
         if isinstance(module, TfidfBaseline):
@@ -285,6 +305,26 @@ class Classify(Family):
         if isinstance(module, TfidfBaseline) or isinstance(data, TextDataModule):
             return None  # text models are not exported yet (packed sequences)
         return module.net.eval(), data.tensors["test"].tensors[0][:2].numpy()
+
+
+def pretrained_encoder(fit: Fit, module: ClassificationTask, data) -> dict[str, torch.Tensor]:
+    """The masked-token-pretrained network's weights without its head: the `pretrain`
+    stage's, else pretrained here (the same recipe, in its own seeded random stream so the
+    fine-tuning draws what it would after loading)."""
+    found = fit.pretrained(module.pretrain_key)
+    if found is not None:
+        state, module.pretrained_run = found
+    else:
+        from ablab.families.masked_lm import MaskedLm
+
+        job = module.pretrain
+        with own_random_stream(job.seed):
+            mlm_data = MaskedLm().data(job, data.folder.parent)
+            mlm_data.setup("fit")
+            mlm = MaskedLm().module(job, mlm_data)
+            fit.plain_fit(mlm, mlm_data.train_dataloader(), job.train.max_epochs)
+        state = mlm.net.state_dict()
+    return {k: v for k, v in state.items() if not k.startswith("head.")}
 
 
 def slug(text: str) -> str:

@@ -85,3 +85,38 @@ class TransformerClassifier(nn.Module):
 
 def build_transformer(vocab_size: int, num_outputs: int, max_len: int, **options):
     return TransformerClassifier(vocab_size, num_outputs, max_len, **options)
+
+
+class MaskedTokenHead(nn.Module):
+    """BERT's masked-token head over a TransformerClassifier's token states: dense, GELU,
+    LayerNorm, then scores over the vocabulary tied to the token embedding (plus a bias)."""
+
+    def __init__(self, encoder: TransformerClassifier) -> None:
+        super().__init__()
+        dim = encoder.embedding.embedding_dim
+        self.transform = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.LayerNorm(dim))
+        self.bias = nn.Parameter(torch.zeros(encoder.embedding.num_embeddings))
+        self._encoder = (encoder,)  # a tuple: not registered as a submodule here
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        """states K x D -> K x vocabulary scores."""
+        return self.transform(states) @ self._encoder[0].embedding.weight.T + self.bias
+
+
+def mask_tokens(
+    tokens: torch.Tensor, lengths: torch.Tensor, mask_prob: float, mask_id: int,
+    first_word: int, generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """BERT's corruption: of the real (not padding) tokens, each is picked with `mask_prob`
+    (at least one per batch); a picked token becomes `mask_id` (80%), a random word id in
+    [first_word, mask_id) (10%) or stays (10%). Returns (corrupted tokens, picked: bool N x T)."""
+    real = torch.arange(tokens.shape[1]) < lengths.unsqueeze(1)
+    draw = torch.rand(tokens.shape, generator=generator)
+    picked = (draw < mask_prob) & real
+    if not picked.any():
+        picked[0, 0] = True
+    how = torch.rand(tokens.shape, generator=generator)
+    random_ids = torch.randint(first_word, mask_id, tokens.shape, generator=generator)
+    corrupted = torch.where(picked & (how < 0.8), mask_id, tokens)
+    corrupted = torch.where(picked & (how >= 0.8) & (how < 0.9), random_ids, corrupted)
+    return corrupted, picked
