@@ -214,17 +214,6 @@ def log_artifacts(items: dict[str, Any]) -> None:
             mlflow.log_text(str(item), name)
 
 
-def log_model(net, input_example) -> None:
-    """A network as an MLflow model of the active run (with its signature, from the example)."""
-    import mlflow.pytorch
-    import torch
-
-    mlflow.pytorch.log_model(
-        net, name="model", input_example=input_example,
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-    )  # fmt: skip
-
-
 class EpochLogger(pl.Callback):
     """Once per epoch: log the epoch's metrics to MLflow (step = epoch) and keep a history.
     `metrics` are the validation values the family reports (read from Lightning's

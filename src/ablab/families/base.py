@@ -297,8 +297,9 @@ class Family(ABC):
         batch = next(iter(data.val_dataloader()))
         return tuple(batch[:-1])
 
-    def loggable_model(self, exp: Experiment, module: Any, data) -> tuple[nn.Module, Any] | None:
-        """(network in eval mode, input example) to log as an MLflow model, or None."""
+    def loggable_model(self, exp: Experiment, module: Any, data) -> tuple | None:
+        """(network in eval mode, its preprocessing {mean, std, classes, image_shape}, a few
+        raw test images in [0, 1]) to log as an MLflow model (`ablab.serving`), or None."""
         return None
 
 

@@ -304,7 +304,11 @@ class Classify(Family):
     def loggable_model(self, exp: Experiment, module, data):
         if isinstance(module, TfidfBaseline) or isinstance(data, TextDataModule):
             return None  # text models are not exported yet (packed sequences)
-        return module.net.eval(), data.tensors["test"].tensors[0][:2].numpy()
+        mean, std = data.meta["mean"], data.meta["std"]
+        preprocessing = {"mean": mean, "std": std, "classes": data.classes,
+                         "image_shape": list(data.input_shape)}  # fmt: skip
+        raw = data.tensors["test"].tensors[0][:2] * std + mean  # two test images in [0, 1]
+        return module.net.eval(), preprocessing, raw.clamp(0, 1).numpy()
 
 
 def pretrained_encoder(fit: Fit, module: ClassificationTask, data) -> dict[str, torch.Tensor]:

@@ -1,0 +1,140 @@
+"""A logged image classifier stands on its own: plain MLflow, in a process that never imports
+ablab, loads it from the registry and scores the raw test images (uint8 pixels or [0, 1]) with
+the accuracy its run logged; signature and input example say what goes in and out."""
+
+import json
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from ablab import tracking
+from ablab.config import load
+from ablab.train import run_experiment
+from tests.conftest import TINY_PARAMS
+
+SCORE = """
+import json, sys
+import numpy as np
+import mlflow
+mlflow.set_tracking_uri(sys.argv[1])
+model = mlflow.pyfunc.load_model(sys.argv[2])
+images = np.load(sys.argv[3])
+out = {}
+for name, pixels in (("uint8", images.astype(np.float32)), ("unit", images / 255.0)):
+    pred = model.predict(pixels.astype(np.float32))
+    out[name] = pred["class_index"].tolist()
+    out["labels"] = pred["label"].tolist()[:3]
+    out["sums"] = pred.drop(columns=["label", "class_index"]).sum(axis=1).round(4).tolist()[:3]
+out["ablab"] = any(m == "ablab" or m.startswith("ablab.") for m in sys.modules)
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def champion(digits_root, tmp_path_factory):
+    root = tmp_path_factory.mktemp("serving")
+    (root / "data").symlink_to(digits_root / "data")
+    tree = {**TINY_PARAMS, "train": {**TINY_PARAMS["train"], "log_model": True}}
+    (root / "params.yaml").write_text(yaml.safe_dump(tree))
+    summary = run_experiment(load(root / "params.yaml"), "cnn", root)
+    uri = tracking.tracking_uri(root)
+    client = MlflowClient(uri)
+    mlflow.set_tracking_uri(uri)
+    run = client.search_runs([client.get_experiment_by_name("ablab-test").experiment_id])[0]
+    (model,) = [m for m in client.search_logged_models([run.info.experiment_id])
+                if m.source_run_id == run.info.run_id]  # fmt: skip
+    version = mlflow.register_model(f"models:/{model.model_id}", "digits-cnn")
+    client.set_registered_model_alias("digits-cnn", "champion", version.version)
+    return root, uri, summary
+
+
+def test_plain_mlflow_scores_raw_images_as_the_run_did(champion, tmp_path):
+    root, uri, summary = champion
+    processed = root / "data" / "processed" / "digits"
+    images = np.load(processed / "images.npy")
+    test = np.load(processed / "splits.npz")["test"]
+    labels = np.load(processed / "labels.npy")[test]
+    np.save(tmp_path / "test.npy", images[test])
+    champion_uri = "models:/digits-cnn@champion"
+    result = subprocess.run(
+        [sys.executable, "-c", SCORE, uri, champion_uri, str(tmp_path / "test.npy")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["ablab"] is False  # plain MLflow: the model's code imports no ablab
+    for pixels in ("uint8", "unit"):
+        accuracy = float(np.mean(np.array(out[pixels]) == labels))
+        assert accuracy == pytest.approx(summary["test_accuracy"], abs=1e-6), pixels
+    classes = json.loads((processed / "meta.json").read_text())["classes"]
+    assert set(out["labels"]) <= set(classes)
+    assert out["sums"] == pytest.approx([1.0] * 3, abs=1e-3)  # class probabilities
+
+
+def test_the_model_says_what_goes_in_and_out(champion):
+    root, uri, _ = champion
+    mlflow.set_tracking_uri(uri)
+    info = mlflow.models.get_model_info("models:/digits-cnn@champion")
+    inputs = info.signature.inputs.to_dict()[0]
+    assert inputs["type"] == "tensor" and list(inputs["tensor-spec"]["shape"]) == [-1, 1, 8, 8]
+    outputs = [c["name"] for c in info.signature.outputs.to_dict()]
+    assert outputs[:2] == ["label", "class_index"] and len(outputs) == 12  # + 10 classes
+    assert info.saved_input_example_info is not None
+
+
+def test_mlflow_models_serve_answers_with_the_right_class(champion, tmp_path):
+    """`mlflow models serve` (a real server process on loopback) classifies a posted image as
+    the model does in process."""
+    import os
+    import socket
+    import time
+    import urllib.request
+
+    root, uri, _ = champion
+    processed = root / "data" / "processed" / "digits"
+    test = np.load(processed / "splits.npz")["test"]
+    images = np.load(processed / "images.npy")[test[:4]]
+    mlflow.set_tracking_uri(uri)
+    expected = (
+        mlflow.pyfunc.load_model("models:/digits-cnn@champion")
+        .predict(images.astype(np.float32))["label"]
+        .tolist()
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = (tmp_path / "serve.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/digits-cnn@champion",
+         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri}, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
+                    break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, (
+                    tmp_path / "serve.log"
+                ).read_text()[-3000:]
+                time.sleep(0.5)
+        body = json.dumps({"inputs": images.astype(float).tolist()}).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", data=body,
+            headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer = json.loads(response.read())
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+        log.close()
+    assert [row["label"] for row in answer["predictions"]] == expected
