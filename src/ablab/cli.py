@@ -185,7 +185,24 @@ def cmd_ui(args: argparse.Namespace) -> None:
         "--default-artifact-root", artifact_root(root),
         "--host", "127.0.0.1", "--port", str(args.port),
     ]  # fmt: skip
-    print(f"MLflow UI on http://127.0.0.1:{args.port} (Ctrl-C stops it)", flush=True)
+    _serve(command, f"MLflow UI on http://127.0.0.1:{args.port}")
+
+
+def cmd_dashboard(args: argparse.Namespace) -> None:
+    from ablab.tune import masked, storage_url
+
+    params = load(args.params, args.set)
+    if params.tune is None:
+        raise ConfigError(f"{args.params}: no tune section (the dashboard shows its study)")
+    url = storage_url(params.tune, _root())
+    command = [sys.executable, "-c", "from optuna_dashboard._cli import main; main()", url,
+               "--host", "127.0.0.1", "--port", str(args.port)]  # fmt: skip
+    _serve(command, f"Optuna dashboard of {masked(url)} on http://127.0.0.1:{args.port}")
+
+
+def _serve(command: list[str], what: str) -> None:
+    """Run a server until it exits, Ctrl-C or SIGTERM; its exit code is ablab's."""
+    print(f"{what} (Ctrl-C stops it)", flush=True)
     # its own process group, so that stopping ablab (Ctrl-C or SIGTERM) stops the server's
     # workers too, not only the process that started them
     server = subprocess.Popen(command, start_new_session=True)
@@ -232,6 +249,7 @@ EXAMPLES = {
     "tune": "ablab tune --workers 2",
     "diagnose": "ablab diagnose regularization/baseline/seed1",
     "ui": "ablab ui --port 5000",
+    "dashboard": "ablab dashboard --port 8080",
 }
 # what a command's positional names are, for its help
 NAMES = {"fetch": "datasets", "preprocess": "datasets", "evaluator": "datasets",
@@ -308,6 +326,9 @@ def parser() -> argparse.ArgumentParser:
                         formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     ui.set_defaults(func=cmd_ui)
     ui.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    dashboard_help = "serve optuna-dashboard on 127.0.0.1 for the tune section's study storage"
+    dashboard = add("dashboard", cmd_dashboard, dashboard_help)
+    dashboard.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     return top
 
 

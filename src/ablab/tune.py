@@ -119,7 +119,7 @@ def suggest(trial: optuna.Trial, name: str, dim: SearchDimension) -> Any:
 def load_study(params: Params, root: Path) -> optuna.Study:
     tune = params.tune
     max_epochs = params.tuned_experiment(_lowest(tune)).train.max_epochs
-    return optuna.create_study(
+    study = optuna.create_study(
         storage=open_storage(tune, root),
         study_name=tune.study_name,
         direction=tune.direction,
@@ -127,6 +127,11 @@ def load_study(params: Params, root: Path) -> optuna.Study:
         pruner=pruner(tune, max_epochs),
         load_if_exists=True,
     )
+    if study.metric_names != [tune.metric]:  # the objective's name in optuna-dashboard
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, and still so in 5
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([tune.metric])
+    return study
 
 
 def _lowest(tune: TuneParams) -> dict[str, Any]:
@@ -146,14 +151,17 @@ def parent_run(params: Params, root: Path, study: optuna.Study) -> str:
     )
     if found:
         return found[0].info.run_id
+    storage = masked(storage_url(tune, root))  # never a password
     tags = {"ablab.study": tune.study_name, "ablab.stage": "tune", "ablab.role": "study",
-            "ablab.experiment": tune.experiment}  # fmt: skip
+            "ablab.experiment": tune.experiment, "ablab.optuna_storage": storage,
+            "mlflow.note.content": f"Optuna study `{tune.study_name}` in `{storage}`: trial "
+            "runs are this run's children; watch the study with `ablab dashboard`."}  # fmt: skip
     tags.update(tracking.commit_tag(root))
     run = client.create_run(experiment_id, run_name=f"tune/{tune.study_name}", tags=tags)
     space = {k: {f: v for f, v in d.model_dump().items() if v is not None}
              for k, d in tune.space.items()}  # fmt: skip
     logged = tune.model_dump(exclude={"space", "storage"})
-    logged["storage"] = masked(storage_url(tune, root))  # never a password
+    logged["storage"] = storage
     logged["space"] = space
     tracking.log_params(run.info.run_id, tracking.flatten(logged))
     study.set_user_attr("mlflow_parent_run_id", run.info.run_id)
@@ -187,21 +195,31 @@ def objective_for(params: Params, root: Path, parent_id: str, threads: int):
                            extra_callbacks=[_Pruning(trial, tune.metric)])  # fmt: skip
         except optuna.TrialPruned:
             run_id = _run_id(client, parent_id, trial.number)
+            _link(trial, client, run_id)
             client.set_tag(run_id, "ablab.trial_state", "PRUNED")
             client.set_terminated(run_id, "KILLED")
             raise
         except DivergedError as exc:
             run_id = getattr(exc, "run_id", None) or _run_id(client, parent_id, trial.number)
+            _link(trial, client, run_id)
             client.set_tag(run_id, "ablab.trial_state", "FAIL")
             trial.set_user_attr("failure", f"diverged: {exc}")
             return math.nan  # Optuna records NaN as FAIL; the study goes on
         history = [r[tune.metric] for r in result.history if tune.metric in r]
         best = (max if tune.direction == "maximize" else min)(history)
+        _link(trial, client, result.run_id)
         client.set_tag(result.run_id, "ablab.trial_state", "COMPLETE")
         client.log_metric(result.run_id, f"objective_{tune.metric}", best)
         return best
 
     return objective
+
+
+def _link(trial: optuna.Trial, client: MlflowClient, run_id: str) -> None:
+    """The trial's MLflow run, as user attributes optuna-dashboard shows with the trial."""
+    experiment_id = client.get_run(run_id).info.experiment_id
+    trial.set_user_attr("mlflow_run_id", run_id)
+    trial.set_user_attr("mlflow_run_url", tracking.run_url(experiment_id, run_id))
 
 
 def _run_id(client: MlflowClient, parent_id: str, number: int) -> str:

@@ -108,9 +108,9 @@ def test_train_logs_to_server_and_client_reads_it_back(mlflow_server, digits_roo
     assert any((server_dir / "server-artifacts").rglob("confusion_matrix.png"))
 
 
-def _answers(url: str) -> bool:
+def _answers(url: str, path: str = "/health") -> bool:
     try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+        with urllib.request.urlopen(f"{url}{path}", timeout=2) as resp:
             return resp.status == 200
     except OSError:
         return False
@@ -138,3 +138,47 @@ def test_ablab_ui_stopped_by_sigterm_leaves_no_server_listening(tmp_path):
     finally:
         if ui.poll() is None:
             ui.kill()
+
+
+def test_ablab_dashboard_serves_the_tune_study_and_stops_with_sigterm(tmp_path):
+    """optuna-dashboard on the tune section's storage lists the study, its objective named
+    after the metric; SIGTERM stops it."""
+    import json
+
+    import optuna
+
+    from ablab.config import load
+    from ablab.tune import storage_url
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS))
+    tune = load(tmp_path / "params.yaml").tune
+    study = optuna.create_study(storage=storage_url(tune, tmp_path), study_name="shown")
+    study.set_metric_names([tune.metric])
+    study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={"mlflow_run_id": "abc"}))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "ABLAB_ROOT": str(tmp_path)}
+    dashboard = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ablab"), "dashboard", "--port", str(port),
+         "--params", str(tmp_path / "params.yaml")],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not _answers(url, "/api/studies"):
+            assert dashboard.poll() is None and time.monotonic() < deadline, "no dashboard"
+            time.sleep(0.5)
+        with urllib.request.urlopen(f"{url}/api/studies", timeout=10) as resp:
+            studies = json.loads(resp.read())["study_summaries"]
+        (shown,) = [s for s in studies if s["study_name"] == "shown"]
+        with urllib.request.urlopen(f"{url}/api/studies/{shown['study_id']}", timeout=10) as resp:
+            detail = json.loads(resp.read())
+        assert detail["objective_names"] == [tune.metric]
+        assert {"key": "mlflow_run_id", "value": "abc"} in detail["trials"][0]["user_attrs"]
+        dashboard.terminate()
+        assert dashboard.wait(timeout=30) == 0
+        time.sleep(1)
+        assert not _answers(url, "/api/studies")
+    finally:
+        if dashboard.poll() is None:
+            dashboard.kill()

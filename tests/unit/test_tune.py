@@ -93,6 +93,14 @@ def test_study_resumes_under_the_same_parent_and_diverging_trials_fail(tmp_path,
               and r.data.tags["ablab.trial"] != "best"]  # fmt: skip
     assert len(trials) == 6
     assert {r.data.tags["ablab.trial_state"] for r in trials} <= {"COMPLETE", "PRUNED"}
+    # optuna-dashboard names the objective and links every trial to its MLflow run
+    study = optuna.load_study(study_name="ablab", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db")
+    assert study.metric_names == [params.tune.metric] == ["val_accuracy"]
+    linked = {t.number: t.user_attrs["mlflow_run_id"] for t in study.trials}
+    assert linked == {int(r.data.tags["ablab.trial"]): r.info.run_id for r in trials}
+    assert all(t.user_attrs["mlflow_run_url"].endswith(t.user_attrs["mlflow_run_id"])
+               for t in study.trials)  # fmt: skip
+    assert parent.data.tags["ablab.optuna_storage"].endswith("/mlruns/optuna.db")
     assert parent.data.params["space.train.lr.log"] == "True"
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"trials.csv", "optimization_history.png"} <= artifacts
