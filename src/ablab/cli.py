@@ -96,7 +96,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     for name in names:
         try:
-            metrics = run_experiment(params, name, _root())
+            metrics = run_experiment(params, name, _root(), run_name=run_name(name, args.set))
         except DivergedError as exc:
             print(f"error: experiment {name} {exc.kind}: {exc} (its MLflow run is FAILED)",
                   file=sys.stderr)  # fmt: skip
@@ -104,6 +104,16 @@ def cmd_train(args: argparse.Namespace) -> None:
         keys = ENTRIES[params.experiment(name).task].test_metrics
         shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in keys if k in metrics)
         print(f"{name}: {shown} (results/{name}/metrics.json; the runs: ablab ui)")
+
+
+def run_name(experiment: str, overrides: list[str]) -> str:
+    """An `ablab train` run's MLflow name: the experiment, and the --set overrides that apply
+    to it (its own keys without their prefix), so that the runs table tells runs apart:
+    `cnn/train.lr=0.003`."""
+    own = f"experiments.{experiment}."
+    shown = [o.removeprefix(own) for o in overrides
+             if o.startswith(own) or not o.startswith("experiments.")]  # fmt: skip
+    return "/".join([experiment, ",".join(shown)]) if shown else experiment
 
 
 def cmd_suite(args: argparse.Namespace) -> None:

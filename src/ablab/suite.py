@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
 from ablab import tracking
-from ablab.config import ENTRIES, Params, Suite, nest_overrides, report_metrics
+from ablab.config import ENTRIES, Params, Suite, lower_is_better, nest_overrides, report_metrics
 from ablab.families import DivergedError
 from ablab.files import write_atomic
 from ablab.pretrain import pretrained_dir
@@ -43,10 +44,13 @@ def run_suite(
     client = MlflowClient()
     parent_id = _parent_run(suite_name, suite, experiment_id, root, client, recipe)
     rows, predictions = [], {}
+    headline, started = params.suite_headline(suite_name), time.monotonic()
     try:
         for i, run in enumerate(runs, 1):
             name = f"{suite_name}/{run.variant}/seed{run.seed}"
-            print(f"[{i}/{len(runs)}] {name}", flush=True)
+            best = best_so_far(rows, headline)
+            print(progress_line(i, len(runs), name, time.monotonic() - started, best, headline),
+                  flush=True)  # fmt: skip
             row = {"variant": run.variant, "seed": run.seed}
             try:
                 result = train(
@@ -137,6 +141,30 @@ def predictions_npz(predictions: dict[str, dict[str, np.ndarray]]) -> bytes:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     return buffer.getvalue()
+
+
+def best_so_far(rows: list[dict], metric: str) -> tuple[str, float] | None:
+    """The finished unit with the best `metric` so far: ("variant/seedN", value), or None."""
+    scored = [(f"{r['variant']}/seed{r['seed']}", r["summary"][metric])
+              for r in rows if metric in r.get("summary", {})]  # fmt: skip
+    if not scored:
+        return None
+    pick = min if lower_is_better(metric) else max
+    return pick(scored, key=lambda item: item[1])
+
+
+def progress_line(
+    i: int, total: int, name: str, elapsed: float, best: tuple[str, float] | None, metric: str,
+) -> str:  # fmt: skip
+    """`[i/total] name`, then (after the first unit) the time left at the pace so far and the
+    best unit yet: one line per unit, as readable in a DVC log as in a terminal."""
+    line = f"[{i}/{total}] {name}"
+    if i > 1:
+        left = elapsed / (i - 1) * (total - i + 1)
+        line += f" · {int(left // 60)}m{int(left % 60):02d}s left"
+    if best is not None:
+        line += f" · best so far {best[0]} {metric} {best[1]:.4f}"
+    return line
 
 
 def _finite(values: dict) -> dict:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import sys
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -132,6 +134,11 @@ def _epoch_summary(exp: Experiment, history: list[dict], module) -> dict[str, fl
     return out
 
 
+def progress_bar() -> bool:
+    """Lightning's per-batch bar: in a terminal, unless ABLAB_PROGRESS=0 (parallel workers)."""
+    return sys.stderr.isatty() and os.environ.get("ABLAB_PROGRESS", "1") != "0"
+
+
 def _fit(
     exp: Experiment, data: pl.LightningDataModule, run_id: str, fast_dev_run: bool | int,
     extra_callbacks: list[pl.Callback] | None = None, diagnosis: Diagnosis | None = None,
@@ -156,7 +163,8 @@ def _fit(
             devices=1,
             deterministic=True,
             logger=False,
-            enable_progress_bar=False,
+            # batches per epoch as Lightning's bar in a terminal; logs (DVC) keep one line each
+            enable_progress_bar=progress_bar(),
             enable_model_summary=False,
             num_sanity_val_steps=0,
             callbacks=callbacks,
@@ -334,12 +342,13 @@ def run_experiment(
     processed_dir: Path | None = None,
     results_dir: Path | None = None,
     fast_dev_run: bool | int = False,
+    run_name: str | None = None,
 ) -> dict[str, float]:
     """Train and test experiment `name` of params.yaml, write results/<name>/; its summary."""
     root = Path(root)
     exp = params.experiment(name)
     result = train(exp, root, params.mlflow_experiment, processed_dir, fast_dev_run,
-                   thresholds=params.diagnose)  # fmt: skip
+                   run_name=run_name, thresholds=params.diagnose)  # fmt: skip
     columns = curve_columns(family(exp.task))
     write_results(Path(results_dir or root / "results") / name, result.summary, result.history,
                   columns)  # fmt: skip

@@ -310,8 +310,13 @@ def run_tune(
 def _spawn_workers(
     root: Path, workers: int, threads: int, parent_id: str, params_file: str, sets: list[str]
 ) -> None:
-    env = {**os.environ, "ABLAB_ROOT": str(root), "ABLAB_TUNE_PARENT": parent_id,
-           "ABLAB_TUNE_THREADS": str(threads)}  # fmt: skip
+    env = {
+        **os.environ,
+        "ABLAB_ROOT": str(root),
+        "ABLAB_TUNE_PARENT": parent_id,
+        "ABLAB_TUNE_THREADS": str(threads),
+        "ABLAB_PROGRESS": "0",
+    }  # fmt: skip  (workers' bars would overwrite each other)
     command = [sys.executable, "-m", "ablab.cli", "tune", "--worker", "--params", params_file]
     command += [item for s in sets for item in ("--set", s)]
     procs = [subprocess.Popen(command, env=env) for _ in range(workers)]

@@ -261,3 +261,19 @@ def test_variant_means_by_hand():
     means = variant_means(report)
     assert means["base"] == {"diverged": 0, "test_accuracy": 0.85, "test_loss": 0.4}
     assert means["fast"] == {"diverged": 1, "test_accuracy": 0.7, "test_loss": 0.6}
+
+
+def test_each_unit_line_says_the_time_left_and_the_best_so_far():
+    from ablab.suite import best_so_far, progress_line
+
+    rows = [
+        {"variant": "a", "seed": 1, "summary": {"test_accuracy": 0.8, "test_loss": 0.5}},
+        {"variant": "b", "seed": 1, "summary": {"test_accuracy": 0.9, "test_loss": 0.7}},
+        {"variant": "c", "seed": 1, "summary": {}},
+    ]  # fmt: skip  (c diverged)
+    assert best_so_far([], "test_accuracy") is None
+    assert best_so_far(rows, "test_accuracy") == ("b/seed1", 0.9)
+    assert best_so_far(rows, "test_loss") == ("a/seed1", 0.5)  # lower is better
+    assert progress_line(1, 4, "s/a/seed1", 0.0, None, "test_accuracy") == "[1/4] s/a/seed1"
+    line = progress_line(4, 5, "s/d/seed1", 90.0, ("b/seed1", 0.9), "test_accuracy")
+    assert line == "[4/5] s/d/seed1 · 1m00s left · best so far b/seed1 test_accuracy 0.9000"

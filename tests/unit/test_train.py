@@ -118,3 +118,35 @@ def test_a_dvc_experiment_logs_to_the_projects_store_named_and_tagged(
     assert run.data.tags["ablab.dvc_experiment"] == "brave-owl"
     assert run.data.tags["ablab.dvc_baseline"] == "a" * 40
     assert (project / "mlruns" / "artifacts").is_dir()
+
+
+def test_ablab_train_names_its_run_after_the_overrides(digits_root, tmp_path, monkeypatch):
+    from ablab.cli import main, run_name
+
+    assert run_name("cnn", []) == "cnn"
+    assert run_name("cnn", ["experiments.cnn.train.lr=0.003", "experiments.mlp.x=1", "seed=3"]) == (
+        "cnn/train.lr=0.003,seed=3"
+    )
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS))
+    (tmp_path / "data").symlink_to(digits_root / "data")
+    monkeypatch.setenv("ABLAB_ROOT", str(tmp_path))
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    main(["train", "mlp", "--params", str(tmp_path / "params.yaml"),
+          "--set", "experiments.mlp.train.max_epochs=1"])  # fmt: skip
+    client = MlflowClient(f"sqlite:///{tmp_path.resolve()}/mlruns/mlflow.db")
+    (run,) = client.search_runs([client.get_experiment_by_name("ablab-test").experiment_id])
+    assert run.info.run_name == "mlp/train.max_epochs=1"
+
+
+def test_the_batch_bar_shows_in_a_terminal_only_and_not_for_parallel_workers(monkeypatch):
+    import sys
+
+    from ablab.train import progress_bar
+
+    monkeypatch.delenv("ABLAB_PROGRESS", raising=False)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    assert progress_bar() is False  # a DVC log, a pipe: one line per epoch
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert progress_bar() is True
+    monkeypatch.setenv("ABLAB_PROGRESS", "0")  # set by `ablab tune --workers N` for its workers
+    assert progress_bar() is False
