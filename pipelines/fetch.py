@@ -5,4 +5,4 @@ import sys
 from ablab.cli import main
 
 if __name__ == "__main__":
-    main(["fetch", *sys.argv[1:]])
+    main(["fetch", "--list", "data/datasets.json", *sys.argv[1:]])

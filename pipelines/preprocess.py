@@ -5,4 +5,4 @@ import sys
 from ablab.cli import main
 
 if __name__ == "__main__":
-    main(["preprocess", *sys.argv[1:]])
+    main(["preprocess", "--list", "data/datasets.json", *sys.argv[1:]])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -15,17 +16,36 @@ import yaml
 from ablab.allocator import keep_freed_memory
 from ablab.config import DATASETS, ConfigError, load
 from ablab.data.sources import DataError
+from ablab.files import write_atomic
 
 
 def _root() -> Path:
     return Path(os.environ.get("ABLAB_ROOT", Path.cwd()))
 
 
+def cmd_datasets(args: argparse.Namespace) -> None:
+    params = load(args.params, args.set)
+    names = params.datasets()
+    if args.write:
+        write_atomic(Path(args.write), json.dumps(names) + "\n")
+    print("\n".join(names))
+
+
+def _datasets(args: argparse.Namespace, params) -> list[str]:
+    """The datasets a fetch or preprocess works on: named, listed in --list (the `datasets`
+    stage's output), else every one the params use."""
+    if args.datasets:
+        return args.datasets
+    if args.list:
+        return json.loads(Path(args.list).read_text())
+    return params.datasets()
+
+
 def cmd_fetch(args: argparse.Namespace) -> None:
     from ablab.data.sources import fetch
 
     params = load(args.params, args.set)
-    for name in args.datasets or params.datasets():
+    for name in _datasets(args, params):
         source = params.data.sources.get(name)
         paths = fetch(name, _root() / "data" / "raw", base_url=source.base_url if source else None)
         print(f"{name}: {len(paths)} files verified in data/raw/{name}")
@@ -43,7 +63,7 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
     params = load(args.params, args.set)
     root = _root()
     d = params.data
-    for name in args.datasets or params.datasets():
+    for name in _datasets(args, params):
         raw, out = root / "data" / "raw", root / "data" / "processed"
         if DATASETS[name][0] == "text":
             t = d.text
@@ -249,6 +269,7 @@ def _stop_group(process: subprocess.Popen, grace: float = 10.0) -> None:
 
 
 EXAMPLES = {
+    "datasets": "ablab datasets",
     "fetch": "ablab fetch mnist fashion_mnist",
     "preprocess": "ablab preprocess mnist",
     "evaluator": "ablab evaluator mnist",
@@ -301,10 +322,16 @@ def parser() -> argparse.ArgumentParser:
         )  # fmt: skip
         return p
 
-    add("fetch", cmd_fetch, "fetch and verify raw data").add_argument("datasets", nargs="*")
-    add("preprocess", cmd_preprocess, "raw data -> arrays and splits").add_argument(
-        "datasets", nargs="*"
-    )
+    datasets = add("datasets", cmd_datasets, "the datasets the params use, one per line")
+    datasets.add_argument("--write", metavar="FILE", help="also write them to FILE as JSON")
+    list_help = "the datasets listed in this JSON file (the `datasets` stage's output)"
+    for name, func, help_text in (
+        ("fetch", cmd_fetch, "fetch and verify raw data"),
+        ("preprocess", cmd_preprocess, "raw data -> arrays and splits"),
+    ):
+        step = add(name, func, help_text)
+        step.add_argument("datasets", nargs="*")
+        step.add_argument("--list", metavar="FILE", help=list_help)
     add(
         "evaluator",
         cmd_evaluator,

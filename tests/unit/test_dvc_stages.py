@@ -2,6 +2,7 @@
 output, with the default params and with params that define no suite (a project without
 suites must run `dvc repro` through)."""
 
+import json
 import shutil
 import subprocess
 
@@ -37,3 +38,29 @@ def test_every_dependency_is_in_git_or_made_by_a_stage(tmp_path, suites):
         made = any(o == path or o.startswith(path + "/") or path.startswith(o + "/")
                    for o in outs)  # fmt: skip
         assert in_git or made, f"{stage}: {path} is neither in git nor any stage's output"
+
+
+def test_fetch_and_preprocess_read_only_the_data_params_and_the_datasets_list(tmp_path):
+    """Changing an epoch count, a suite or the tune space must not fetch or preprocess again:
+    those stages depend on data knobs and data/datasets.json, the `datasets` stage's list."""
+    tree = yaml.safe_load((REPO / "params.yaml").read_text())
+    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tree))
+    Repo.init(tmp_path, no_scm=True)
+    stages = {s.name: s for s in Repo(tmp_path).index.stages}
+    for name in ("fetch", "preprocess"):
+        params = {key for d in stages[name].deps if hasattr(d, "params") for key in d.params}
+        assert params and all(key == "seed" or key.startswith("data.") for key in params), params
+        assert "data/datasets.json" in {str(d.def_path) for d in stages[name].deps}
+    assert "data/datasets.json" in {str(o.def_path) for o in stages["datasets"].outs}
+
+
+def test_the_datasets_stage_writes_what_the_params_use(tmp_path, monkeypatch):
+    from ablab.cli import main
+    from ablab.config import load
+
+    monkeypatch.chdir(tmp_path)
+    main(["datasets", "--params", str(REPO / "params.yaml"), "--write", "datasets.json"])
+    written = json.loads((tmp_path / "datasets.json").read_text())
+    assert written == load(REPO / "params.yaml").datasets()
+    assert {"fashion_mnist", "mnist", "tweets"} <= set(written)
