@@ -8,12 +8,12 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: run test bench setup system-data lint
+.PHONY: run test bench setup system-data system-test lint
 
 run: setup
 	dvc repro
 
-test: setup lint
+test: setup system-test lint
 	pytest
 
 # Benchmarks (numbers, not tests): bench/results.json and BENCHMARKS.md, about 3 minutes.
@@ -41,6 +41,13 @@ $(STAMP): $(BIN)/python requirements.lock pyproject.toml
 
 # Debian's copy of Fashion-MNIST, where apt works as root; skipped quietly elsewhere
 # (ablab then uses its cache or downloads).
+# the browser test's chromium (Debian's), where apt-get works as root; elsewhere it is skipped
+system-test:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v chromium >/dev/null; then \
+	  (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 \
+	    || echo "note: could not install chromium; the browser test will be skipped"; \
+	fi
+
 system-data:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	    ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then \

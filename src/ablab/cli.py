@@ -205,7 +205,7 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
 
 
 def cmd_ui(args: argparse.Namespace) -> None:
-    from ablab.tracking import artifact_root, store_root, tracking_uri
+    from ablab.tracking import artifact_root, experiment_url, store_root, tracking_uri, use_store
 
     root = _root()
     (store_root(root) / "mlruns").mkdir(parents=True, exist_ok=True)
@@ -215,7 +215,13 @@ def cmd_ui(args: argparse.Namespace) -> None:
         "--default-artifact-root", artifact_root(root),
         "--host", "127.0.0.1", "--port", str(args.port),
     ]  # fmt: skip
-    _serve(command, f"MLflow UI on http://127.0.0.1:{args.port}")
+    base = f"http://127.0.0.1:{args.port}"
+    try:
+        name = load(args.params, args.set).mlflow_experiment
+        where = f"{base}; the runs: {experiment_url(base, use_store(root, name))}"
+    except ConfigError:  # no (valid) params here: the UI still serves the store
+        where = base
+    _serve(command, f"MLflow UI on {where}")
 
 
 def cmd_dashboard(args: argparse.Namespace) -> None:
@@ -359,9 +365,7 @@ def parser() -> argparse.ArgumentParser:
     lr_help = "also run Lightning's learning-rate finder on the experiment"
     doctor.add_argument("--lr-find", action="store_true", help=lr_help)
     ui_help = "serve the MLflow UI on 127.0.0.1"
-    ui = sub.add_parser("ui", help=ui_help, description=ui_help, epilog=_epilog("ui"),
-                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    ui.set_defaults(func=cmd_ui)
+    ui = add("ui", cmd_ui, ui_help)
     ui.add_argument("--port", type=int, default=5000, help="port (default 5000)")
     dashboard_help = "serve optuna-dashboard on 127.0.0.1 for the tune section's study storage"
     dashboard = add("dashboard", cmd_dashboard, dashboard_help)

@@ -31,11 +31,20 @@ def tracking_uri(root: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_root(root)}/mlruns/mlflow.db"
 
 
+# MLflow 3's UI opens experiments in its GenAI workflow (traces) unless a link asks for this one
+ML_WORKFLOW = "workflowType=machine_learning"
+
+
 def run_url(experiment_id: str, run_id: str) -> str:
     """Where a run is in the UI: the tracking server's, else `ablab ui`'s default address."""
     uri = mlflow.get_tracking_uri()
     base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
-    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?{ML_WORKFLOW}"
+
+
+def experiment_url(base: str, experiment_id: str) -> str:
+    """The experiment's runs table (not the GenAI overview the UI opens on by default)."""
+    return f"{base}/#/experiments/{experiment_id}?{ML_WORKFLOW}"
 
 
 def artifact_root(root: Path) -> str:

@@ -1,0 +1,99 @@
+"""The MLflow UI in a real headless browser (Debian's chromium): `ablab ui` on a store holding a
+real tiny run renders the runs table with the run's name, a metric chart on the run's page and
+the confusion-matrix artifact, each within a bounded time. The runs table's screenshot is what
+the README shows (ABLAB_SCREENSHOTS=<folder> keeps it)."""
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from ablab import tracking
+from ablab.config import load
+from ablab.train import run_experiment
+from tests.conftest import TINY_PARAMS
+
+pytestmark = pytest.mark.integration
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+BROWSER_SECONDS = 90  # the most one page may take to load and render
+
+
+def text(html: str) -> str:
+    html = re.sub(r"<script.*?</script>|<style.*?</style>", "", html, flags=re.S)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
+
+def chromium(url: str, *extra: str) -> str:
+    """The page's DOM once rendered (charts included), or with --screenshot a picture of it."""
+    args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+            "--run-all-compositor-stages-before-draw", "--virtual-time-budget=30000",
+            "--window-size=1400,900", *extra, url]  # fmt: skip
+    result = subprocess.run(args, capture_output=True, text=True, timeout=BROWSER_SECONDS)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+@pytest.fixture
+def ui(digits_root, tmp_path):
+    (tmp_path / "data").symlink_to(digits_root / "data")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS))
+    run_experiment(load(tmp_path / "params.yaml"), "mlp", tmp_path)
+    client = MlflowClient(tracking.tracking_uri(tmp_path))
+    experiment = client.get_experiment_by_name(TINY_PARAMS["mlflow_experiment"])
+    (run,) = client.search_runs([experiment.experiment_id])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ablab"), "ui", "--port", str(port)],
+        env={**os.environ, "ABLAB_ROOT": str(tmp_path)}, cwd=tmp_path,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2):
+                    break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "no UI"
+                time.sleep(0.5)
+        yield base, experiment.experiment_id, run, tmp_path
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium here: `make test` installs Debian's "
+                    "chromium where apt-get works as root")  # fmt: skip
+def test_the_ui_renders_the_runs_table_a_chart_and_the_confusion_matrix(ui):
+    base, experiment_id, run, root = ui
+    runs_table = tracking.experiment_url(base, experiment_id)  # what `ablab ui` prints
+    page = text(chromium(runs_table, "--dump-dom"))
+    assert "Run Name" in page and " mlp " in page, page[:2000]
+    assert "No data available" not in page  # not the GenAI traces overview
+
+    run_page = f"{base}/#/experiments/{experiment_id}/runs/{run.info.run_id}"
+    flow = tracking.ML_WORKFLOW
+    charts = chromium(f"{run_page}/model-metrics?{flow}", "--dump-dom")
+    assert 'class="main-svg"' in charts  # plotly drew a chart
+    assert "mlp (val_loss)" in text(charts) or "mlp (grad_norm/" in text(charts)
+
+    artifact = chromium(f"{run_page}/artifacts/confusion_matrix.png?{flow}", "--dump-dom")
+    assert re.search(r'<img[^>]*alt="confusion_matrix.png"[^>]*src="blob:', artifact)
+
+    shot = root / "runs-table.png"
+    chromium(runs_table, f"--screenshot={shot}")
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+    if os.environ.get("ABLAB_SCREENSHOTS"):
+        shutil.copy(shot, Path(os.environ["ABLAB_SCREENSHOTS"]) / "runs-table.png")
