@@ -103,6 +103,14 @@ def test_dvc_repro_trains_every_experiment_and_suite_then_is_up_to_date(repo):
     assert "Data and pipelines are up to date" in again
     assert len(client.search_runs([experiment.experiment_id])) == len(runs)
 
+    # a training knob reruns the `datasets` stage (same list), never fetch or preprocess
+    tree = yaml.safe_load((root / "params.yaml").read_text())
+    tree["experiments"]["mlp"]["train"] = {"max_epochs": 3}
+    (root / "params.yaml").write_text(yaml.safe_dump(tree))
+    data = sh(["dvc", "repro", "preprocess"], root, env)
+    assert "Running stage 'datasets'" in data
+    assert "Running stage 'fetch'" not in data and "Running stage 'preprocess'" not in data
+
 
 def test_bad_params_stop_the_pipeline_before_any_run(repo):
     root, env = repo
@@ -117,11 +125,3 @@ def test_bad_params_stop_the_pipeline_before_any_run(repo):
     assert "experiments.cnn.model.dropout" in output
     assert not (root / "mlruns" / "mlflow.db").exists()
     assert not (root / "data" / "raw").exists()
-
-    # a training knob reruns the `datasets` stage (same list), never fetch or preprocess
-    tree = yaml.safe_load((root / "params.yaml").read_text())
-    tree["experiments"]["mlp"]["train"] = {"max_epochs": 3}
-    (root / "params.yaml").write_text(yaml.safe_dump(tree))
-    data = sh(["dvc", "repro", "preprocess"], root, env)
-    assert "Running stage 'datasets'" in data
-    assert "Running stage 'fetch'" not in data and "Running stage 'preprocess'" not in data

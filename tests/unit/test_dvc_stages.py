@@ -42,17 +42,18 @@ def test_every_dependency_is_in_git_or_made_by_a_stage(tmp_path, suites):
 
 def test_fetch_and_preprocess_read_only_the_data_params_and_the_datasets_list(tmp_path):
     """Changing an epoch count, a suite or the tune space must not fetch or preprocess again:
-    those stages depend on data knobs and data/datasets.json, the `datasets` stage's list."""
+    those stages read no params, only the `datasets` stage's resolved files."""
     tree = yaml.safe_load((REPO / "params.yaml").read_text())
     shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tree))
     Repo.init(tmp_path, no_scm=True)
     stages = {s.name: s for s in Repo(tmp_path).index.stages}
     for name in ("fetch", "preprocess"):
-        params = {key for d in stages[name].deps if hasattr(d, "params") for key in d.params}
-        assert params and all(key == "seed" or key.startswith("data.") for key in params), params
+        assert not [d for d in stages[name].deps if hasattr(d, "params")], name  # no params
         assert "data/datasets.json" in {str(d.def_path) for d in stages[name].deps}
-    assert "data/datasets.json" in {str(o.def_path) for o in stages["datasets"].outs}
+    assert "data/preprocess.json" in {str(d.def_path) for d in stages["preprocess"].deps}
+    made = {str(o.def_path) for o in stages["datasets"].outs}
+    assert made == {"data/datasets.json", "data/preprocess.json"}
 
 
 def test_the_datasets_stage_writes_what_the_params_use(tmp_path, monkeypatch):
@@ -60,7 +61,16 @@ def test_the_datasets_stage_writes_what_the_params_use(tmp_path, monkeypatch):
     from ablab.config import load
 
     monkeypatch.chdir(tmp_path)
-    main(["datasets", "--params", str(REPO / "params.yaml"), "--write", "datasets.json"])
+    main(["datasets", "--params", str(REPO / "params.yaml"), "--write", "datasets.json",
+          "--knobs", "preprocess.json"])  # fmt: skip
+    params = load(REPO / "params.yaml")
     written = json.loads((tmp_path / "datasets.json").read_text())
-    assert written == load(REPO / "params.yaml").datasets()
-    assert {"fashion_mnist", "mnist", "tweets"} <= set(written)
+    assert written == {"datasets": params.datasets(), "sources": {}}
+    assert {"fashion_mnist", "mnist", "tweets"} <= set(written["datasets"])
+    knobs = json.loads((tmp_path / "preprocess.json").read_text())
+    assert knobs["seed"] == params.seed and knobs["text"]["max_len"] == params.data.text.max_len
+    # a training knob leaves both files as they were
+    main(["datasets", "--params", str(REPO / "params.yaml"), "--write", "again.json",
+          "--knobs", "again-knobs.json", "--set", "train.max_epochs=99"])  # fmt: skip
+    assert (tmp_path / "again.json").read_text() == (tmp_path / "datasets.json").read_text()
+    assert (tmp_path / "again-knobs.json").read_text() == (tmp_path / "preprocess.json").read_text()

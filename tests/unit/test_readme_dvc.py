@@ -42,3 +42,17 @@ def test_each_readme_dvc_exp_run_sets_its_params(command, tmp_path):
         for part in key.split("."):
             node = node[part]
         assert node == yaml.safe_load(value), override
+
+
+def test_params_yaml_survives_a_dvc_set_with_one_line_changed(tmp_path):
+    """DVC rewrites params.yaml on `-S` (ruamel, 80 columns): in the file's own style the
+    rewrite changes the one value, and setting it back restores the file byte for byte."""
+    path = tmp_path / "params.yaml"
+    shutil.copy(REPO / "params.yaml", path)
+    original = path.read_text()
+    apply_overrides(path, ["experiments.mlp.train.max_epochs=30"])
+    changed = [(a, b) for a, b in zip(original.splitlines(), path.read_text().splitlines(),
+                                      strict=True) if a != b]  # fmt: skip
+    assert changed == [("    train: {max_epochs: 20}", "    train: {max_epochs: 30}")]
+    apply_overrides(path, ["experiments.mlp.train.max_epochs=20"])
+    assert path.read_text() == original
