@@ -26,8 +26,16 @@ def _root() -> Path:
 def cmd_datasets(args: argparse.Namespace) -> None:
     params = load(args.params, args.set)
     names = params.datasets()
-    if args.write:
-        write_atomic(Path(args.write), json.dumps(names) + "\n")
+    if args.write:  # what fetch reads: the datasets and their mirrors
+        sources = {n: params.data.sources[n].base_url for n in names if n in params.data.sources}
+        plan = {"datasets": names, "sources": sources}
+        write_atomic(Path(args.write), json.dumps(plan, indent=1, sort_keys=True) + "\n")
+    if args.knobs:  # what preprocess reads beside them, resolved (defaults filled in)
+        d = params.data
+        knobs = {"seed": params.seed, "val_fraction": d.val_fraction,
+                 "test_fraction": d.test_fraction, "text": d.text.model_dump(),
+                 "series": d.series.model_dump(), "dates": d.dates.model_dump()}  # fmt: skip
+        write_atomic(Path(args.knobs), json.dumps(knobs, indent=1, sort_keys=True) + "\n")
     print("\n".join(names))
 
 
@@ -37,7 +45,7 @@ def _datasets(args: argparse.Namespace, params) -> list[str]:
     if args.datasets:
         return args.datasets
     if args.list:
-        return json.loads(Path(args.list).read_text())
+        return json.loads(Path(args.list).read_text())["datasets"]
     return params.datasets()
 
 
@@ -329,7 +337,12 @@ def parser() -> argparse.ArgumentParser:
         return p
 
     datasets = add("datasets", cmd_datasets, "the datasets the params use, one per line")
-    datasets.add_argument("--write", metavar="FILE", help="also write them to FILE as JSON")
+    datasets.add_argument(
+        "--write", metavar="FILE", help="also write them and their mirrors to FILE (JSON)"
+    )
+    datasets.add_argument(
+        "--knobs", metavar="FILE", help="write the resolved preprocessing knobs to FILE (JSON)"
+    )
     list_help = "the datasets listed in this JSON file (the `datasets` stage's output)"
     for name, func, help_text in (
         ("fetch", cmd_fetch, "fetch and verify raw data"),

@@ -20,7 +20,7 @@ from ablab.config import ENTRIES, Params, Suite, lower_is_better, nest_overrides
 from ablab.families import DivergedError
 from ablab.files import write_atomic
 from ablab.pretrain import pretrained_dir
-from ablab.train import train
+from ablab.train import epochs_csv, train
 
 
 def run_suite(
@@ -101,8 +101,28 @@ def run_suite(
     # runs.json last: the report reads it first, so its presence means the rest is written
     write_atomic(folder / "predictions.npz", predictions_npz(predictions))
     write_atomic(folder / "metrics.json", json.dumps(variant_means(report), indent=2) + "\n")
+    write_atomic(folder / "epochs.csv", variant_curves(report, ENTRIES[task].epoch_metrics))
     write_atomic(folder / "runs.json", json.dumps(report, indent=1, allow_nan=False) + "\n")
     return report
+
+
+def variant_curves(report: dict, metrics: tuple[str, ...]) -> str:
+    """DVC's plot of a suite: per variant and epoch, the mean over its finished seeds of each
+    per-epoch validation value (epochs.csv's long form, the variant as the curve)."""
+    rows = ["epoch,metric,curve,value"]
+    for variant in report["variants"]:
+        histories = [r["history"] for r in report["runs"]
+                     if r["variant"] == variant and r["status"] == "finished"]  # fmt: skip
+        mean: dict[int, dict[str, list[float]]] = {}
+        for history in histories:
+            for row in history:
+                for m in metrics:
+                    if row.get(m) is not None and math.isfinite(row[m]):
+                        mean.setdefault(row["epoch"], {}).setdefault(m, []).append(row[m])
+        history = [{"epoch": e, **{m: float(np.mean(v)) for m, v in values.items()}}
+                   for e, values in sorted(mean.items())]  # fmt: skip
+        rows += epochs_csv(history, list(metrics), curve=variant).splitlines()[1:]
+    return "\n".join(rows) + "\n"
 
 
 def suites_dir(root: Path, recipe: str = "default") -> Path:

@@ -40,15 +40,49 @@ def curve_columns(fam: Family) -> list[str]:
 
 
 def write_results(
-    folder: Path, metrics: dict[str, float], history: list[dict], columns: list[str]
-) -> None:
-    """results/<experiment>/metrics.json (DVC metrics) and curves.csv (DVC plots)."""
+    folder: Path, metrics: dict[str, float], history: list[dict], columns: list[str],
+    title: str = "",
+) -> None:  # fmt: skip
+    """results/<experiment>/: metrics.json (DVC metrics), curves.csv (a column per value),
+    and DVC's plots: epochs.csv (one row per epoch and value, for templates/epochs.json) and
+    curves.png (the same curves as a picture, which needs no network to view)."""
     finite = {k: v for k, v in metrics.items() if math.isfinite(v)}  # DVC reads strict JSON
     write_atomic(folder / "metrics.json", json.dumps(finite, indent=2) + "\n")
     lines = [",".join(columns)]
     for row in history:
         lines.append(",".join("" if row.get(c) is None else f"{row[c]:.6g}" for c in columns))
     write_atomic(folder / "curves.csv", "\n".join(lines) + "\n")
+    write_atomic(folder / "epochs.csv", epochs_csv(history, columns))
+    figure = figures.curves_figure(history, title or folder.name, [
+        c for c in columns if c.startswith("val_") and c != "val_loss"
+    ])  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="ablab-plot-") as tmp:
+        figure.savefig(Path(tmp) / "curves.png", dpi=80)
+        figures.close(figure)
+        write_atomic(folder / "curves.png", (Path(tmp) / "curves.png").read_bytes())
+
+
+NOT_PLOTTED = ("epoch", "lr", "epoch_seconds", "train_objective")
+
+
+def epochs_csv(history: list[dict], columns: list[str], curve: str | None = None) -> str:
+    """Per-epoch values in long form, `epoch,metric,curve,value`: a `*_loss` is metric loss
+    with its prefix as the curve (train, val; a GAN's d and g), a `val_*` metric * of curve
+    val, anything else its own metric on the training curve. `curve` overrides the curve
+    (a suite's variant)."""
+    rows = ["epoch,metric,curve,value"]
+    for row in history:
+        for c in columns:
+            if c in NOT_PLOTTED or row.get(c) is None or not math.isfinite(row[c]):
+                continue
+            if c.endswith("_loss"):
+                metric, kind = "loss", c.removesuffix("_loss")
+            elif c.startswith("val_"):
+                metric, kind = c.removeprefix("val_"), "val"
+            else:
+                metric, kind = c, "train"
+            rows.append(f"{row['epoch']},{metric},{curve or kind},{row[c]:.6g}")
+    return "\n".join(rows) + "\n"
 
 
 @dataclass
@@ -351,5 +385,5 @@ def run_experiment(
                    run_name=run_name, thresholds=params.diagnose)  # fmt: skip
     columns = curve_columns(family(exp.task))
     write_results(Path(results_dir or root / "results") / name, result.summary, result.history,
-                  columns)  # fmt: skip
+                  columns, name)  # fmt: skip
     return result.summary

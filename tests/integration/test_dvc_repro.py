@@ -29,6 +29,7 @@ def repo(tmp_path):
     root.mkdir()
     for name in ("dvc.yaml", ".gitignore"):
         shutil.copy(REPO / name, root / name)
+    shutil.copytree(REPO / "templates", root / "templates")
     shutil.copytree(
         REPO / "pipelines", root / "pipelines", ignore=shutil.ignore_patterns("__pycache__")
     )
@@ -98,6 +99,14 @@ def test_dvc_repro_trains_every_experiment_and_suite_then_is_up_to_date(repo):
 
     plots = sh(["dvc", "plots", "show", "--json"], root, env)
     assert "reg_test_accuracy.png" in plots and "suites (mean test accuracy)" in plots
+    shown = json.loads(plots)
+    assert not shown.get("errors"), shown.get("errors")
+    for name in ("results/mlp/epochs.csv", "results/gan/epochs.csv", "results/mlp/curves.png",
+                 "results/suites/reg/epochs.csv"):  # fmt: skip
+        assert name in shown["data"], name
+    metrics = subprocess.run(["dvc", "metrics", "show"], cwd=root, env=env, capture_output=True,
+                             text=True, timeout=120)  # fmt: skip
+    assert metrics.returncode == 0 and not metrics.stderr.strip(), metrics.stderr
 
     again = sh(["dvc", "repro"], root, env)
     assert "Data and pipelines are up to date" in again

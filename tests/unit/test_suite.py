@@ -277,3 +277,22 @@ def test_each_unit_line_says_the_time_left_and_the_best_so_far():
     assert progress_line(1, 4, "s/a/seed1", 0.0, None, "test_accuracy") == "[1/4] s/a/seed1"
     line = progress_line(4, 5, "s/d/seed1", 90.0, ("b/seed1", 0.9), "test_accuracy")
     assert line == "[4/5] s/d/seed1 · 1m00s left · best so far b/seed1 test_accuracy 0.9000"
+
+
+def test_a_suites_dvc_plot_is_each_variants_mean_over_its_finished_seeds():
+    from ablab.suite import variant_curves
+
+    def run(variant, status, losses):
+        history = [{"epoch": e, "val_loss": v} for e, v in enumerate(losses)]
+        return {"variant": variant, "status": status, "history": history}
+
+    report = {"variants": {"a": "", "b": ""}, "runs": [
+        run("a", "finished", [1.0, 0.5]), run("a", "finished", [0.8, 0.3]),
+        run("b", "finished", [2.0]), run("b", "diverged", [9.0, 9.0]),
+    ]}  # fmt: skip
+    assert variant_curves(report, ("val_loss",)).splitlines() == [
+        "epoch,metric,curve,value",
+        "0,loss,a,0.9",
+        "1,loss,a,0.4",
+        "0,loss,b,2",
+    ]

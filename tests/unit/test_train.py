@@ -1,5 +1,6 @@
 import csv
 import json
+import math
 
 import pytest
 import yaml
@@ -150,3 +151,19 @@ def test_the_batch_bar_shows_in_a_terminal_only_and_not_for_parallel_workers(mon
     assert progress_bar() is True
     monkeypatch.setenv("ABLAB_PROGRESS", "0")  # set by `ablab tune --workers N` for its workers
     assert progress_bar() is False
+
+
+def test_dvc_plot_rows_name_each_value_by_metric_and_curve():
+    from ablab.train import epochs_csv
+
+    first = {"epoch": 0, "train_loss": 0.9, "train_objective": 1.0, "val_loss": 0.8,
+             "val_accuracy": 0.7, "domain_accuracy": 0.6, "d_loss": 1.2, "lr": 0.1}  # fmt: skip
+    history = [first, {"epoch": 1, "train_loss": 0.5, "val_loss": math.nan, "val_accuracy": 0.8}]
+    columns = ["epoch", "train_loss", "train_objective", "domain_accuracy", "d_loss",
+               "val_loss", "val_accuracy", "lr"]  # fmt: skip
+    assert epochs_csv(history, columns).splitlines() == [
+        "epoch,metric,curve,value",
+        "0,loss,train,0.9", "0,domain_accuracy,train,0.6", "0,loss,d,1.2", "0,loss,val,0.8",
+        "0,accuracy,val,0.7",
+        "1,loss,train,0.5", "1,accuracy,val,0.8",  # a NaN is left out
+    ]  # fmt: skip
