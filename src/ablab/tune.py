@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -246,20 +247,30 @@ def _close_orphans(client: MlflowClient, parent_id: str, number: int) -> None:
 
 
 class _Budget:
-    """Stops the study once n_trials finished (COMPLETE or PRUNED), or as many failed."""
+    """Stops the study once n_trials finished (COMPLETE or PRUNED), or as many failed; says
+    after each trial how many are finished, the time left at the study's pace since this
+    worker started (every worker's trials count) and the best value."""
 
     def __init__(self, n_trials: int | None) -> None:
         self.n_trials = n_trials
+        self.started = time.monotonic()
+        self.done_at_start: int | None = None
 
     def __call__(self, study: optuna.Study, trial) -> None:
         trials = study.get_trials(deepcopy=False)
         done = sum(t.state in FINISHED for t in trials)
         failed = sum(t.state == TrialState.FAIL for t in trials)
+        if self.done_at_start is None:  # the trials finished before this one
+            self.done_at_start = done - (trial.state in FINISHED)
         best = _best_value(study)
         shown = "-" if best is None else f"{best:.4f}"
         total = "" if self.n_trials is None else f"/{self.n_trials}"
-        print(f"trial {trial.number} {trial.state.name}; finished {done}{total}; best {shown}",
-              flush=True)  # fmt: skip
+        line = f"trial {trial.number} {trial.state.name}; finished {done}{total}"
+        if self.n_trials is not None and done > self.done_at_start:
+            pace = (time.monotonic() - self.started) / (done - self.done_at_start)
+            left = max(self.n_trials - done, 0) * pace
+            line += f"; {int(left // 60)}m{int(left % 60):02d}s left"
+        print(f"{line}; best {shown}", flush=True)
         if self.n_trials is not None and (done >= self.n_trials or failed >= self.n_trials):
             study.stop()
 

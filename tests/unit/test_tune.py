@@ -2,6 +2,7 @@
 
 import copy
 import json
+import re
 
 import optuna
 import pytest
@@ -76,10 +77,15 @@ def test_unreachable_storage_is_named_with_its_password_masked(tmp_path, digits_
     assert masked("notaurl") == "notaurl"  # as typed, not made into "notaurl://***"
 
 
-def test_study_resumes_under_the_same_parent_and_diverging_trials_fail(tmp_path, digits_root):
+def test_study_resumes_under_the_same_parent_and_diverging_trials_fail(
+    tmp_path, digits_root, capsys
+):
     params = load(write(tmp_path, TUNE, digits_root))
     first = run_tune(params, tmp_path)
     assert first["trials_complete"] + first["trials_pruned"] == 4
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("trial ")]
+    assert len(lines) == 4 and re.fullmatch(r"trial 3 \w+; finished 4/4; 0m\d\ds left; best [\d.]+",
+                                            lines[-1]), lines  # fmt: skip
     more = load(write(tmp_path, {**TUNE, "n_trials": 6}))
     second = run_tune(more, tmp_path)
     assert second["trials_complete"] + second["trials_pruned"] == 6  # 2 more, not 6 more
@@ -98,7 +104,7 @@ def test_study_resumes_under_the_same_parent_and_diverging_trials_fail(tmp_path,
     assert study.metric_names == [params.tune.metric] == ["val_accuracy"]
     linked = {t.number: t.user_attrs["mlflow_run_id"] for t in study.trials}
     assert linked == {int(r.data.tags["ablab.trial"]): r.info.run_id for r in trials}
-    assert all(t.user_attrs["mlflow_run_url"].endswith(t.user_attrs["mlflow_run_id"])
+    assert all(f"/runs/{t.user_attrs['mlflow_run_id']}?" in t.user_attrs["mlflow_run_url"]
                for t in study.trials)  # fmt: skip
     assert parent.data.tags["ablab.optuna_storage"].endswith("/mlruns/optuna.db")
     assert parent.data.params["space.train.lr.log"] == "True"
