@@ -1,7 +1,9 @@
-"""DVC stage `datasets`: which datasets the params use -> data/datasets.json, the one thing
-`fetch` and `preprocess` read of the experiments, suites and tune sections."""
+"""DVC stage `datasets`: what `fetch` and `preprocess` read of params.yaml, resolved: the
+datasets in use and their mirrors -> data/datasets.json, the preprocessing knobs ->
+data/preprocess.json. A change elsewhere (an epoch count, a suite) rewrites the same files, so
+DVC does not fetch or preprocess again."""
 
 from ablab.cli import main
 
 if __name__ == "__main__":
-    main(["datasets", "--write", "data/datasets.json"])
+    main(["datasets", "--write", "data/datasets.json", "--knobs", "data/preprocess.json"])
