@@ -204,7 +204,8 @@ def test_diagnose_an_experiment_with_the_lr_finder(suite_root, monkeypatch, caps
     main(["train", "mlp", *params, *(x for s in slow for x in ("--set", s))])
     out = capsys.readouterr().out  # where to look, at the end
     run_id = out.split("MLflow run ")[1].split(":")[0]
-    assert "http://127.0.0.1:5000/#/experiments/" in out and f"/runs/{run_id}?workflowType=machine_learning\n" in out
+    assert "http://127.0.0.1:5000/#/experiments/" in out
+    assert f"/runs/{run_id}?workflowType=machine_learning\n" in out
     assert "(results/mlp/metrics.json; the runs: ablab ui)" in out.splitlines()[-1]
     main(["diagnose", "mlp", "--lr-find", *params])
     out = capsys.readouterr().out
