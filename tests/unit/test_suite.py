@@ -209,7 +209,7 @@ def test_diagnose_an_experiment_with_the_lr_finder(suite_root, monkeypatch, caps
     assert "(results/mlp/metrics.json; the runs: ablab ui)" in out.splitlines()[-1]
     main(["diagnose", "mlp", "--lr-find", *params])
     out = capsys.readouterr().out
-    assert out.startswith("mlp (") and "FINISHED" in out
+    assert out.startswith("mlp/train.lr=1.0e-6,train.max_epochs=3 (") and "FINISHED" in out
     # at lr 1e-6 the loss barely moves, and the finder suggests a far larger rate
     assert "learning_rate_too_low" in out and "lr_finder" in out
     assert "ablab train mlp --set experiments.mlp.train.lr=" in out
