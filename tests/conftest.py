@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +49,34 @@ TINY_PARAMS = {
         "registry": {"name": "tiny-mlp"},
     },
 }
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def answers(url: str) -> bool:
+    """Whether `url` answers 200."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def wait_until_answers(url: str, process: subprocess.Popen, seconds: float = 120,
+                       log: Path | None = None) -> None:  # fmt: skip
+    """Wait for a server `process` to answer at `url`; fail (with its log's tail) if it exits
+    or takes longer than `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not answers(url):
+        tail = log.read_text()[-3000:] if log is not None and log.exists() else ""
+        assert process.poll() is None, f"the server exited: {url}\n{tail}"
+        assert time.monotonic() < deadline, f"no answer from {url} in {seconds} s\n{tail}"
+        time.sleep(0.5)
 
 
 @pytest.fixture(autouse=True)

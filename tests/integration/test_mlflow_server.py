@@ -12,15 +12,9 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import TINY_PARAMS
+from tests.conftest import TINY_PARAMS, answers, free_port, wait_until_answers
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -50,17 +44,7 @@ def mlflow_server(tmp_path):
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((tmp_path / "server.log").read_text())
-            time.sleep(0.5)
+        wait_until_answers(f"{url}/health", process, log=tmp_path / "server.log")
         yield url, tmp_path
     finally:
         os.killpg(process.pid, 15)
@@ -108,14 +92,6 @@ def test_train_logs_to_server_and_client_reads_it_back(mlflow_server, digits_roo
     assert any((server_dir / "server-artifacts").rglob("confusion_matrix.png"))
 
 
-def _answers(url: str, path: str = "/health") -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}{path}", timeout=2) as resp:
-            return resp.status == 200
-    except OSError:
-        return False
-
-
 def test_ablab_ui_stopped_by_sigterm_leaves_no_server_listening(tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -125,14 +101,11 @@ def test_ablab_ui_stopped_by_sigterm_leaves_no_server_listening(tmp_path):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 120
-        while not _answers(url):
-            assert ui.poll() is None and time.monotonic() < deadline, "the UI did not start"
-            time.sleep(0.5)
+        wait_until_answers(f"{url}/health", ui)
         ui.terminate()  # SIGTERM, as a service manager or `kill` sends it
         assert ui.wait(timeout=30) == 0
         time.sleep(1)
-        assert not _answers(url)  # the server and its workers are gone
+        assert not answers(f"{url}/health")  # the server and its workers are gone
         with socket.socket() as s:
             s.bind(("127.0.0.1", port))  # the port is free again
     finally:
@@ -164,10 +137,7 @@ def test_ablab_dashboard_serves_the_tune_study_and_stops_with_sigterm(tmp_path):
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        while not _answers(url, "/api/studies"):
-            assert dashboard.poll() is None and time.monotonic() < deadline, "no dashboard"
-            time.sleep(0.5)
+        wait_until_answers(f"{url}/api/studies", dashboard, seconds=60)
         with urllib.request.urlopen(f"{url}/api/studies", timeout=10) as resp:
             studies = json.loads(resp.read())["study_summaries"]
         (shown,) = [s for s in studies if s["study_name"] == "shown"]
@@ -178,7 +148,7 @@ def test_ablab_dashboard_serves_the_tune_study_and_stops_with_sigterm(tmp_path):
         dashboard.terminate()
         assert dashboard.wait(timeout=30) == 0
         time.sleep(1)
-        assert not _answers(url, "/api/studies")
+        assert not answers(f"{url}/api/studies")
     finally:
         if dashboard.poll() is None:
             dashboard.kill()

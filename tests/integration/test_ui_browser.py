@@ -6,11 +6,8 @@ the README shows (ABLAB_SCREENSHOTS=<folder> keeps it)."""
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -20,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from ablab import tracking
 from ablab.config import load
 from ablab.train import run_experiment
-from tests.conftest import TINY_PARAMS
+from tests.conftest import TINY_PARAMS, free_port, wait_until_answers
 
 pytestmark = pytest.mark.integration
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -50,9 +47,7 @@ def ui(digits_root, tmp_path):
     client = MlflowClient(tracking.tracking_uri(tmp_path))
     experiment = client.get_experiment_by_name(TINY_PARAMS["mlflow_experiment"])
     (run,) = client.search_runs([experiment.experiment_id])
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "ablab"), "ui", "--port", str(port)],
         env={**os.environ, "ABLAB_ROOT": str(tmp_path)}, cwd=tmp_path,
@@ -60,14 +55,7 @@ def ui(digits_root, tmp_path):
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2):
-                    break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "no UI"
-                time.sleep(0.5)
+        wait_until_answers(f"{base}/health", server)
         yield base, experiment.experiment_id, run, tmp_path
     finally:
         server.terminate()

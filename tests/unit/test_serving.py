@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from ablab import tracking
 from ablab.config import load
 from ablab.train import run_experiment
-from tests.conftest import TINY_PARAMS
+from tests.conftest import TINY_PARAMS, free_port, wait_until_answers
 
 SCORE = """
 import json, sys
@@ -91,8 +91,6 @@ def test_mlflow_models_serve_answers_with_the_right_class(champion, tmp_path):
     """`mlflow models serve` (a real server process on loopback) classifies a posted image as
     the model does in process."""
     import os
-    import socket
-    import time
     import urllib.request
 
     root, uri, _ = champion
@@ -105,9 +103,7 @@ def test_mlflow_models_serve_answers_with_the_right_class(champion, tmp_path):
         .predict(images.astype(np.float32))["label"]
         .tolist()
     )
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     log = (tmp_path / "serve.log").open("w")
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/digits-cnn@champion",
@@ -116,16 +112,7 @@ def test_mlflow_models_serve_answers_with_the_right_class(champion, tmp_path):
         start_new_session=True, cwd=tmp_path,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2):
-                    break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, (
-                    tmp_path / "serve.log"
-                ).read_text()[-3000:]
-                time.sleep(0.5)
+        wait_until_answers(f"http://127.0.0.1:{port}/ping", server, log=tmp_path / "serve.log")
         body = json.dumps({"inputs": images.astype(float).tolist()}).encode()
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/invocations", data=body,
