@@ -305,23 +305,10 @@ def _number(value: float, spec: str) -> str:
     return "—" if value is None or math.isnan(value) else format(value, spec)
 
 
-def _mean_curve(report: dict, variant: str, key: str) -> tuple[list[int], list[float]]:
-    histories = [r["history"] for r in report["runs"] if r["variant"] == variant and r["history"]]
-    epochs, means = [], []
-    for epoch in range(max((len(h) for h in histories), default=0)):
-        vals = [
-            h[epoch][key] for h in histories if len(h) > epoch and h[epoch].get(key) is not None
-        ]
-        if vals:
-            epochs.append(epoch)
-            means.append(float(np.mean(vals)))
-    return epochs, means
-
-
 def suite_figures(table: pd.DataFrame, report: dict, folder: Path) -> list[str]:
     """val-loss curves overlaid, the headline metric with error bars, the train-val gap."""
     name, baseline, headline = report["suite"], report["baseline"], report["headline"]
-    curves = {v: _mean_curve(report, v, "val_loss") for v in table["variant"]}
+    curves = {v: stats.mean_curve(report, v, "val_loss") for v in table["variant"]}
     files = [f"plots/{name}_{key}.png" for key in ("val_loss", headline, "train_val_gap")]
     (folder / "plots").mkdir(exist_ok=True)
     fig = figures.overlay_figure(curves, baseline, f"{name}: validation loss (mean over seeds)")

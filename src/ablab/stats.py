@@ -35,6 +35,21 @@ class Paired:
     d_z: float  # effect size: diff / sd
 
 
+def mean_curve(report: dict, variant: str, key: str) -> tuple[list[int], list[float]]:
+    """A suite variant's per-epoch `key` averaged over its runs that have a history (a run
+    that diverged has none): (epochs, means), epochs where no run has a value left out."""
+    histories = [r["history"] for r in report["runs"] if r["variant"] == variant and r["history"]]
+    epochs, means = [], []
+    for epoch in range(max((len(h) for h in histories), default=0)):
+        vals = [
+            h[epoch][key] for h in histories if len(h) > epoch and h[epoch].get(key) is not None
+        ]
+        if vals:
+            epochs.append(epoch)
+            means.append(float(np.mean(vals)))
+    return epochs, means
+
+
 def paired_seeds(baseline: dict[int, float], variant: dict[int, float]) -> Paired:
     """Pair by seed the values both sides have (a diverged seed drops out of the pair)."""
     seeds = sorted(set(baseline) & set(variant))

@@ -15,7 +15,7 @@ import numpy as np
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
-from ablab import tracking
+from ablab import stats, tracking
 from ablab.config import ENTRIES, Params, Suite, lower_is_better, nest_overrides, report_metrics
 from ablab.families import DivergedError
 from ablab.files import write_atomic
@@ -107,20 +107,15 @@ def run_suite(
 
 
 def variant_curves(report: dict, metrics: tuple[str, ...]) -> str:
-    """DVC's plot of a suite: per variant and epoch, the mean over its finished seeds of each
-    per-epoch validation value (epochs.csv's long form, the variant as the curve)."""
+    """DVC's plot of a suite: per variant and epoch, the mean over its seeds of each per-epoch
+    validation value (`stats.mean_curve`; epochs.csv's long form, the variant as the curve)."""
     rows = ["epoch,metric,curve,value"]
     for variant in report["variants"]:
-        histories = [r["history"] for r in report["runs"]
-                     if r["variant"] == variant and r["status"] == "finished"]  # fmt: skip
-        mean: dict[int, dict[str, list[float]]] = {}
-        for history in histories:
-            for row in history:
-                for m in metrics:
-                    if row.get(m) is not None and math.isfinite(row[m]):
-                        mean.setdefault(row["epoch"], {}).setdefault(m, []).append(row[m])
-        history = [{"epoch": e, **{m: float(np.mean(v)) for m, v in values.items()}}
-                   for e, values in sorted(mean.items())]  # fmt: skip
+        by_epoch: dict[int, dict[str, float]] = {}
+        for m in metrics:
+            for epoch, mean in zip(*stats.mean_curve(report, variant, m), strict=True):
+                by_epoch.setdefault(epoch, {"epoch": epoch})[m] = mean
+        history = [by_epoch[e] for e in sorted(by_epoch)]
         rows += epochs_csv(history, list(metrics), curve=variant).splitlines()[1:]
     return "\n".join(rows) + "\n"
 
