@@ -4,6 +4,7 @@ sets the file-only backend first)."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 
 import matplotlib
@@ -42,6 +43,14 @@ def curves_figure(
 
 def close(fig: Figure) -> None:
     plt.close(fig)
+
+
+def png_bytes(fig: Figure, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes (then closed): one picture for MLflow and for DVC."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    close(fig)
+    return buffer.getvalue()
 
 
 def overlay_figure(

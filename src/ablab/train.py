@@ -41,11 +41,11 @@ def curve_columns(fam: Family) -> list[str]:
 
 def write_results(
     folder: Path, metrics: dict[str, float], history: list[dict], columns: list[str],
-    title: str = "",
+    curves_png: bytes,
 ) -> None:  # fmt: skip
     """results/<experiment>/: metrics.json (DVC metrics), curves.csv (a column per value),
     and DVC's plots: epochs.csv (one row per epoch and value, for templates/epochs.json) and
-    curves.png (the same curves as a picture, which needs no network to view)."""
+    curves.png (the run's learning-curves picture, which needs no network to view)."""
     finite = {k: v for k, v in metrics.items() if math.isfinite(v)}  # DVC reads strict JSON
     write_atomic(folder / "metrics.json", json.dumps(finite, indent=2) + "\n")
     lines = [",".join(columns)]
@@ -53,13 +53,7 @@ def write_results(
         lines.append(",".join("" if row.get(c) is None else f"{row[c]:.6g}" for c in columns))
     write_atomic(folder / "curves.csv", "\n".join(lines) + "\n")
     write_atomic(folder / "epochs.csv", epochs_csv(history, columns))
-    figure = figures.curves_figure(history, title or folder.name, [
-        c for c in columns if c.startswith("val_") and c != "val_loss"
-    ])  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="ablab-plot-") as tmp:
-        figure.savefig(Path(tmp) / "curves.png", dpi=80)
-        figures.close(figure)
-        write_atomic(folder / "curves.png", (Path(tmp) / "curves.png").read_bytes())
+    write_atomic(folder / "curves.png", curves_png)
 
 
 NOT_PLOTTED = ("epoch", "lr", "epoch_seconds", "train_objective")
@@ -95,6 +89,7 @@ class RunResult:
     params: dict[str, str] = field(default_factory=dict)  # as logged to MLflow
     # per test example {"target", "prediction"} where the family gives them (paired tests)
     predictions: dict[str, np.ndarray] | None = None
+    curves_png: bytes | None = None  # the learning curves, as logged to MLflow
 
 
 def predictions_csv(predictions: dict[str, np.ndarray]) -> str:
@@ -166,6 +161,12 @@ def _epoch_summary(exp: Experiment, history: list[dict], module) -> dict[str, fl
     )
     out["parameters"] = count_parameters(module) if isinstance(module, torch.nn.Module) else 0
     return out
+
+
+def learning_curves_png(fam: Family, history: list[dict], title: str) -> bytes:
+    """Train and validation loss per epoch beside the family's other validation values."""
+    others = [m for m in fam.epoch_metrics if m != "val_loss"]
+    return figures.png_bytes(figures.curves_figure(history, f"{title}: learning curves", others))
 
 
 def progress_bar() -> bool:
@@ -240,11 +241,10 @@ def _fit(
     tracking.log_metrics(run_id, {**summary, **details}, step=len(history))
     title = mlflow.active_run().info.run_name
     artifacts = fam.artifacts(exp, module, data, title)
+    curves_png = None
     if history:
-        others = [m for m in fam.epoch_metrics if m != "val_loss"]
-        artifacts["learning_curves.png"] = figures.curves_figure(
-            history, f"{title}: learning curves", others
-        )
+        curves_png = learning_curves_png(fam, history, title)
+        artifacts["learning_curves.png"] = curves_png
     artifacts["params.yaml"] = exp.model_dump(mode="json")
     predictions = fam.predictions(exp, module, data)
     if predictions:
@@ -256,7 +256,7 @@ def _fit(
 
         log_image_classifier(*model)
     diagnosis.log(exp, run_id, history, {**summary, **details}, params)
-    return RunResult(run_id, summary, history, params, predictions)
+    return RunResult(run_id, summary, history, params, predictions, curves_png)
 
 
 def save_weights(net: nn.Module, path: Path) -> None:
@@ -383,7 +383,9 @@ def run_experiment(
     exp = params.experiment(name)
     result = train(exp, root, params.mlflow_experiment, processed_dir, fast_dev_run,
                    run_name=run_name, thresholds=params.diagnose)  # fmt: skip
-    columns = curve_columns(family(exp.task))
+    fam = family(exp.task)
+    # k-fold and no-epoch runs log no curves picture; DVC's plot needs one all the same
+    png = result.curves_png or learning_curves_png(fam, result.history, name)
     write_results(Path(results_dir or root / "results") / name, result.summary, result.history,
-                  columns, name)  # fmt: skip
+                  curve_columns(fam), png)  # fmt: skip
     return result.summary
