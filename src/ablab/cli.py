@@ -31,10 +31,8 @@ def cmd_datasets(args: argparse.Namespace) -> None:
         plan = {"datasets": names, "sources": sources}
         write_atomic(Path(args.write), json.dumps(plan, indent=1, sort_keys=True) + "\n")
     if args.knobs:  # what preprocess reads beside them, resolved (defaults filled in)
-        d = params.data
-        knobs = {"seed": params.seed, "val_fraction": d.val_fraction,
-                 "test_fraction": d.test_fraction, "text": d.text.model_dump(),
-                 "series": d.series.model_dump(), "dates": d.dates.model_dump()}  # fmt: skip
+        read = {"val_fraction", "test_fraction", "text", "series", "dates"}
+        knobs = {"seed": params.seed, **params.data.model_dump(include=read)}
         write_atomic(Path(args.knobs), json.dumps(knobs, indent=1, sort_keys=True) + "\n")
     print("\n".join(names))
 
