@@ -53,15 +53,26 @@ def record(client: MlflowClient, run: Run) -> diagnose.RunRecord:
     for key in per_epoch:
         for point in client.get_metric_history(run.info.run_id, key):
             rows[point.step][key] = point.value
-    epochs = run.data.metrics.get("epochs_trained")
+    tags = run.data.tags
+    results = {**run.data.metrics, **tracking.read_summary(tags), **_per_class(run)}
+    epochs = results.get("epochs_trained")
     history = [{"epoch": step, **values} for step, values in sorted(rows.items())
                if epochs is None or step < epochs]  # fmt: skip
-    tags = run.data.tags
     return diagnose.RunRecord(
-        history, dict(run.data.metrics), dict(run.data.params), tags.get("ablab.failure", ""),
+        history, results, dict(run.data.params), tags.get("ablab.failure", ""),
         tags.get("ablab.experiment", ""), tags.get("ablab.suite", ""),
         tags.get("ablab.variant", ""),
     )  # fmt: skip
+
+
+def _per_class(run: Run) -> dict[str, float]:
+    """A classifier's per-class test scores, from the artifact its run logged (none: {})."""
+    import mlflow
+
+    try:
+        return mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/per_class_metrics.json")
+    except Exception:  # MlflowException or OSError: no such artifact, not a classifier
+        return {}
 
 
 def resolved_experiment(params: Params, run: diagnose.RunRecord, seed: int) -> Experiment:

@@ -13,7 +13,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import mlflow
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from ablab.config import ConfigError
@@ -197,6 +197,24 @@ def log_metrics(run_id: str, metrics: dict[str, float], step: int = 0) -> None:
     client = MlflowClient()
     for i in range(0, len(items), 1000):
         client.log_batch(run_id, metrics=items[i : i + 1000], synchronous=True)
+
+
+SUMMARY_PREFIX = "summary."
+
+
+def log_summary(run_id: str, values: dict[str, float]) -> None:
+    """Single values that describe a run but are no result to chart (best epoch, size, time):
+    tags `summary.<name>`, shown in the run's overview and as runs-table columns."""
+    tags = [RunTag(SUMMARY_PREFIX + k, repr(int(v) if float(v).is_integer() else float(v)))
+            for k, v in values.items()]  # fmt: skip
+    if tags:
+        MlflowClient().log_batch(run_id, tags=tags, synchronous=True)
+
+
+def read_summary(tags: dict[str, str]) -> dict[str, float]:
+    """The values log_summary wrote, back as numbers."""
+    return {k.removeprefix(SUMMARY_PREFIX): float(v) for k, v in tags.items()
+            if k.startswith(SUMMARY_PREFIX)}  # fmt: skip
 
 
 def log_artifacts(items: dict[str, Any]) -> None:

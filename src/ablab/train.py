@@ -142,6 +142,12 @@ def _callbacks(exp: Experiment, fam: Family, run_id: str | None, ckpt_dir: str):
     return callbacks
 
 
+# values about how training went rather than how good the model is: MLflow tags (summary.*)
+TRAINING_FACTS = ("best_epoch", "best_val_loss", "best_val_accuracy", "best_val_mae",
+                  "best_val_frechet_distance", "epochs_trained", "seconds_per_epoch",
+                  "parameters", "dead_relu_fraction")  # fmt: skip
+
+
 def _epoch_summary(exp: Experiment, history: list[dict], module) -> dict[str, float]:
     """What the epochs say, for every family: the best epoch by the early-stopping monitor,
     its validation values, the train-val gap in the tested epoch, time and size."""
@@ -238,7 +244,16 @@ def _fit(
     dead = dead_relu_fraction(module.net, inputs) if inputs is not None else None
     if dead is not None:
         details["dead_relu_fraction"] = dead
-    tracking.log_metrics(run_id, {**summary, **details}, step=len(history))
+    # MLflow's metrics hold the curves and the results; how training went (best epoch, size,
+    # time) are tags and the per-class scores an artifact, so no chart has a single dot
+    logged = {**summary, **details}
+    facts = {k: v for k, v in logged.items() if k in TRAINING_FACTS}
+    tracking.log_metrics(
+        run_id,
+        {k: v for k, v in summary.items() if k not in facts},
+        step=len(history),
+    )
+    tracking.log_summary(run_id, facts)
     title = mlflow.active_run().info.run_name
     artifacts = fam.artifacts(exp, module, data, title)
     curves_png = None

@@ -179,7 +179,7 @@ def test_every_run_is_diagnosed_and_diagnose_reads_the_store(suite_root, monkeyp
     text = open(client.download_artifacts(failed.info.run_id, "diagnosis.md")).read()
     assert "lower the learning rate" in text and "ablab suite tiny --set" in text
     healthy = runs["tiny/baseline/seed1"]
-    assert 0.0 <= healthy.data.metrics["dead_relu_fraction"] <= 1.0
+    assert 0.0 <= float(healthy.data.tags["summary.dead_relu_fraction"]) <= 1.0
     assert any(k.startswith("grad_norm/") for k in healthy.data.metrics)  # every arch
     assert "diagnosis.md" in {a.path for a in client.list_artifacts(healthy.info.run_id)}
     monkeypatch.setenv("ABLAB_ROOT", str(root))

@@ -2,11 +2,12 @@ import csv
 import json
 import math
 
+import mlflow
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from ablab import tracking
+from ablab import tracking, train
 from ablab.config import load
 from ablab.train import run_experiment
 from tests.conftest import TINY_PARAMS
@@ -63,9 +64,18 @@ def test_mlflow_run_holds_params_epoch_metrics_tags_and_artifacts(trained):
     assert tags["ablab.experiment"] == "mlp" and tags["ablab.seed"] == "7"
     assert tags["ablab.stage"] == "train" and len(tags["ablab.data_hash"]) == 16
     assert run.data.metrics["test_accuracy"] == pytest.approx(first["test_accuracy"])
-    assert "test_recall_3" in run.data.metrics
     history = client.get_metric_history(run.info.run_id, "val_loss")
     assert [m.step for m in history] == [0, 1]
+    # the charts page holds curves and results: every one-value metric is a result
+    single = {
+        k for k in run.data.metrics if len(client.get_metric_history(run.info.run_id, k)) == 1
+    }
+    assert single == set(first) - set(train.TRAINING_FACTS)
+    summary = tracking.read_summary(tags)
+    assert summary["best_epoch"] == first["best_epoch"] and summary["parameters"] > 0
+    assert 0.0 <= summary["dead_relu_fraction"] <= 1.0
+    per_class = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/per_class_metrics.json")
+    assert 0.0 <= per_class["test_recall_3"] <= 1.0
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"confusion_matrix.png", "learning_curves.png", "params.yaml"} <= names
     models = client.search_logged_models([experiment.experiment_id])
