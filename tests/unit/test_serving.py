@@ -125,3 +125,72 @@ def test_mlflow_models_serve_answers_with_the_right_class(champion, tmp_path):
         server.wait(timeout=30)
         log.close()
     assert [row["label"] for row in answer["predictions"]] == expected
+
+
+SCORE_TEXTS = """
+import json, sys
+import mlflow
+mlflow.set_tracking_uri(sys.argv[1])
+model = mlflow.pyfunc.load_model(sys.argv[2])
+texts = json.load(open(sys.argv[3]))
+pred = model.predict(__import__("pandas").DataFrame({"text": texts}))
+out = {"index": pred["class_index"].tolist(), "labels": pred["label"].tolist()[:3]}
+out["ablab"] = any(m == "ablab" or m.startswith("ablab.") for m in sys.modules)
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("arch", ["rnn", "transformer"])
+def test_a_text_classifier_scores_raw_texts_as_its_run_did(arch, tmp_path, tiny_params_file):
+    """The tokenizer and vocabulary travel with the model: plain MLflow, given the raw test
+    texts, predicts every class the run predicted from its token ids."""
+    from tests.conftest import write_random_text
+
+    write_random_text(tmp_path / "data" / "processed", "tweets", per_split=30)
+    model = ("{arch: rnn, cell: gru, embedding_dim: 8, hidden_size: 8, pooling: attention}"
+             if arch == "rnn" else "{arch: transformer, embedding_dim: 16, heads: 2, layers: 1,"
+             " feedforward: 16}")  # fmt: skip
+    params = load(tiny_params_file, [
+        f"experiments.text={{task: classify, model: {model}, data: {{dataset: tweets}}}}",
+        "train.log_model=true",
+    ])  # fmt: skip
+    run_experiment(params, "text", tmp_path)
+    uri = tracking.tracking_uri(tmp_path)
+    client = MlflowClient(uri)
+    run = client.search_runs([client.get_experiment_by_name("ablab-test").experiment_id])[0]
+    (logged,) = [m for m in client.search_logged_models([run.info.experiment_id])
+                 if m.source_run_id == run.info.run_id]  # fmt: skip
+    processed = tmp_path / "data" / "processed" / "tweets"
+    texts = json.loads((processed / "texts.json").read_text())
+    test = np.load(processed / "splits.npz")["test"]
+    (tmp_path / "test.json").write_text(json.dumps([texts[i] for i in test]))
+    result = subprocess.run(
+        [sys.executable, "-c", SCORE_TEXTS, uri, f"models:/{logged.model_id}",
+         str(tmp_path / "test.json")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["ablab"] is False
+    predicted = client.download_artifacts(run.info.run_id, "test_predictions.csv")
+    expected = [int(line.split(",")[2]) for line in open(predicted).read().splitlines()[1:]]
+    assert out["index"] == expected
+    info = mlflow.models.get_model_info(f"models:/{logged.model_id}")
+    assert info.signature.inputs.to_dict() == [{"type": "string", "name": "text", "required": True}]
+
+
+def test_the_text_model_tokenizes_as_preprocessing_did():
+    """URLs, mentions, case, punctuation, truncation and empty texts: the model's own encoding
+    (regular expressions from the JSON it carries) gives preprocessing's token ids."""
+    from ablab.data.text import OOV_ID, TOKENIZER, build_vocab, encode, tokenize
+    from ablab.serving.text_classifier import TextClassifier
+
+    texts = ["RT @Delta: Flight 12 delayed!! http://t.co/x1 #fail", "", "Don't... WWW.x.com ok",
+             "a b c d e f g h i j k l m n"]  # fmt: skip
+    vocab = build_vocab([tokenize(t) for t in texts[:3]], 50, 1)
+    ids, lengths, _ = encode([tokenize(t) for t in texts], vocab, max_len=8)
+    model = TextClassifier()
+    model.use_preprocessing({"tokenizer": TOKENIZER, "vocab": vocab, "oov_id": OOV_ID,
+                             "max_len": 8, "classes": ["a", "b"]})  # fmt: skip
+    for row, text in enumerate(texts):
+        assert model.encode(text) == ids[row, : lengths[row]].tolist(), text

@@ -10,14 +10,22 @@ import numpy as np
 
 PAD, OOV = "<pad>", "<oov>"
 PAD_ID, OOV_ID = 0, 1
-_URL = re.compile(r"(https?://|www\.)\S+")
-_MENTION = re.compile(r"@\w+")
-_TOKEN = re.compile(r"<url>|<user>|[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
+# The tokenizer as data: a logged text model carries it (ablab.serving) and applies it with `re`
+# alone, so the model tokenizes raw text exactly as preprocessing did.
+TOKENIZER = {
+    "lowercase": True,
+    "substitutions": [[r"(https?://|www\.)\S+", " <url> "], [r"@\w+", " <user> "]],
+    "token": r"<url>|<user>|[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]",
+}
+_SUBSTITUTIONS = [(re.compile(p), r) for p, r in TOKENIZER["substitutions"]]
+_TOKEN = re.compile(TOKENIZER["token"])
 
 
 def tokenize(text: str) -> list[str]:
     """Lowercase words; URLs -> <url>, @mentions -> <user>; punctuation marks are tokens."""
-    text = _MENTION.sub(" <user> ", _URL.sub(" <url> ", text.lower()))
+    text = text.lower()
+    for pattern, replacement in _SUBSTITUTIONS:
+        text = pattern.sub(replacement, text)
     return _TOKEN.findall(text)
 
 

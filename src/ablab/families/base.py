@@ -298,8 +298,8 @@ class Family(ABC):
         return tuple(batch[:-1])
 
     def loggable_model(self, exp: Experiment, module: Any, data) -> tuple | None:
-        """(network in eval mode, its preprocessing {mean, std, classes, image_shape}, a few
-        raw test images in [0, 1]) to log as an MLflow model (`ablab.serving`), or None."""
+        """(network in eval mode, its preprocessing, an input example) to log as an MLflow
+        model (`ablab.serving.log_classifier`), or None."""
         return None
 
 

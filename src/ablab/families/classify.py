@@ -19,6 +19,7 @@ from ablab import regularize
 from ablab.config import DATASETS, Experiment
 from ablab.config.pretraining import pretraining, pretraining_key
 from ablab.data.datamodules import ImageDataModule, TextDataModule
+from ablab.data.text import OOV_ID, TOKENIZER
 from ablab.families.base import (
     Family,
     Fit,
@@ -302,10 +303,18 @@ class Classify(Family):
         return module.test_predictions
 
     def loggable_model(self, exp: Experiment, module, data):
-        if isinstance(module, TfidfBaseline) or isinstance(data, TextDataModule):
-            return None  # text models are not exported yet (packed sequences)
+        if isinstance(module, TfidfBaseline):
+            return None  # scikit-learn, not a network: not exported
+        if isinstance(data, TextDataModule):
+            tokens, lengths, _ = data.tensors["test"].tensors
+            preprocessing = {"input": "text", "tokenizer": TOKENIZER, "vocab": data.vocab,
+                             "oov_id": OOV_ID, "max_len": int(data.meta["max_len"]),
+                             "classes": data.classes}  # fmt: skip
+            example = {"texts": data.texts("test")[:3], "tokens": tokens[:3],
+                       "lengths": lengths[:3]}  # fmt: skip
+            return module.net.eval(), preprocessing, example
         mean, std = data.meta["mean"], data.meta["std"]
-        preprocessing = {"mean": mean, "std": std, "classes": data.classes,
+        preprocessing = {"input": "image", "mean": mean, "std": std, "classes": data.classes,
                          "image_shape": list(data.input_shape)}  # fmt: skip
         raw = data.tensors["test"].tensors[0][:2] * std + mean  # two test images in [0, 1]
         return module.net.eval(), preprocessing, raw.clamp(0, 1).numpy()
