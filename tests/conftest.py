@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import socket
 import subprocess
 import time
@@ -49,6 +51,26 @@ TINY_PARAMS = {
         "registry": {"name": "tiny-mlp"},
     },
 }
+
+
+# a real headless browser for the UI and plots tests: Debian's chromium (`make test` installs it)
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+BROWSER_SECONDS = 90  # the most one page may take to load and render
+
+
+def text(html: str) -> str:
+    html = re.sub(r"<script.*?</script>|<style.*?</style>", "", html, flags=re.S)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
+
+def chromium(url: str, *extra: str) -> str:
+    """The page's DOM once rendered (charts included), or with --screenshot a picture of it."""
+    args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+            "--run-all-compositor-stages-before-draw", "--virtual-time-budget=30000",
+            "--window-size=1400,900", *extra, url]  # fmt: skip
+    result = subprocess.run(args, capture_output=True, text=True, timeout=BROWSER_SECONDS)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
 
 
 def free_port() -> int:

@@ -3,6 +3,7 @@
 import copy
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import REPO, TINY_PARAMS
+from tests.conftest import CHROMIUM, REPO, TINY_PARAMS, chromium
 
 pytestmark = pytest.mark.integration
 
@@ -55,10 +56,27 @@ def repo(tmp_path):
     }
     sh(["git", "init", "-q"], root, env)
     sh(["dvc", "init", "-q"], root, env)
-    sh(["dvc", "config", "core.analytics", "false"], root, env)
+    shutil.copy(REPO / ".dvc" / "config", root / ".dvc" / "config")  # the project's, as cloned
+    sh([sys.executable, "-m", "ablab.plots_page", str(root / ".dvc" / "plots.html")], root, env)
     sh(["git", "add", "-A"], root, env)
     sh(["git", "commit", "-qm", "tiny"], root, env)
     return root, env
+
+
+def page_renders_offline(root: Path, env: dict) -> None:
+    """`dvc plots show`'s page carries Vega (the project's html_template), so a browser with no
+    network draws every declared curve; DVC's own page would fetch Vega from a CDN."""
+    sh(["dvc", "plots", "show", "-o", "plots_page"], root, env)
+    html = (root / "plots_page" / "index.html").read_text()
+    assert "cdn.jsdelivr" not in html and "vegaEmbed" in html
+    if CHROMIUM is None:
+        return
+    dom = chromium((root / "plots_page" / "index.html").as_uri(), "--dump-dom")
+    dom = re.sub(r"<script.*?</script>", "", dom, flags=re.S)
+    drawn = re.findall(r'class="marks" width="(\d+)" height="(\d+)"', dom)
+    charts = html.count("vegaEmbed('#")
+    assert charts >= 4 and len(drawn) == charts, (charts, drawn)
+    assert all(int(w) > 0 and int(h) > 0 for w, h in drawn), drawn
 
 
 def test_dvc_repro_trains_every_experiment_and_suite_then_is_up_to_date(repo):
@@ -104,6 +122,7 @@ def test_dvc_repro_trains_every_experiment_and_suite_then_is_up_to_date(repo):
     for name in ("results/mlp/epochs.csv", "results/gan/epochs.csv", "results/mlp/curves.png",
                  "results/suites/reg/epochs.csv"):  # fmt: skip
         assert name in shown["data"], name
+    page_renders_offline(root, env)
     metrics = subprocess.run(["dvc", "metrics", "show"], cwd=root, env=env, capture_output=True,
                              text=True, timeout=120)  # fmt: skip
     assert metrics.returncode == 0 and not metrics.stderr.strip(), metrics.stderr

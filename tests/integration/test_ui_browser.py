@@ -17,26 +17,9 @@ from mlflow.tracking import MlflowClient
 from ablab import tracking
 from ablab.config import load
 from ablab.train import run_experiment
-from tests.conftest import TINY_PARAMS, free_port, wait_until_answers
+from tests.conftest import CHROMIUM, TINY_PARAMS, chromium, free_port, text, wait_until_answers
 
 pytestmark = pytest.mark.integration
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-BROWSER_SECONDS = 90  # the most one page may take to load and render
-
-
-def text(html: str) -> str:
-    html = re.sub(r"<script.*?</script>|<style.*?</style>", "", html, flags=re.S)
-    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
-
-
-def chromium(url: str, *extra: str) -> str:
-    """The page's DOM once rendered (charts included), or with --screenshot a picture of it."""
-    args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-            "--run-all-compositor-stages-before-draw", "--virtual-time-budget=30000",
-            "--window-size=1400,900", *extra, url]  # fmt: skip
-    result = subprocess.run(args, capture_output=True, text=True, timeout=BROWSER_SECONDS)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout
 
 
 @pytest.fixture
