@@ -131,6 +131,22 @@ def test_dvc_repro_trains_every_experiment_and_suite_then_is_up_to_date(repo):
     assert "Data and pipelines are up to date" in again
     assert len(client.search_runs([experiment.experiment_id])) == len(runs)
 
+    # `dvc exp run --temp` (as a queued experiment) trains in a temporary copy: its run goes
+    # to the project's store, named and tagged after the DVC experiment and its baseline
+    sh(["git", "add", "-A"], root, env)
+    sh(["git", "commit", "-qm", "reproduced"], root, env)
+    baseline = sh(["git", "rev-parse", "HEAD"], root, env).strip()
+    sh(["dvc", "exp", "run", "--temp", "-n", "wide-mlp", "train@mlp",
+        "-S", "experiments.mlp.model.width=48"], root, env)  # fmt: skip
+    (tried,) = client.search_runs(
+        [experiment.experiment_id], "tags.`ablab.dvc_experiment` = 'wide-mlp'"
+    )
+    assert tried.info.run_name == "mlp/wide-mlp" and tried.info.status == "FINISHED"
+    assert tried.data.tags["ablab.dvc_baseline"] == baseline
+    assert tried.data.params["model.width"] == "48"
+    shown = json.loads(sh(["dvc", "exp", "show", "--json"], root, env))
+    assert "wide-mlp" in json.dumps(shown)
+
     # a training knob reruns the `datasets` stage (same list), never fetch or preprocess
     tree = yaml.safe_load((root / "params.yaml").read_text())
     tree["experiments"]["mlp"]["train"] = {"max_epochs": 3}
