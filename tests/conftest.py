@@ -50,6 +50,7 @@ TINY_PARAMS = {
         "space": {"train.lr": {"type": "float", "low": 0.001, "high": 0.1, "log": True}},
         "registry": {"name": "tiny-mlp"},
     },
+    "explain": {"experiments": []},  # dvc.yaml's explain@ stages read the list
 }
 
 

@@ -210,6 +210,24 @@ def cmd_diagnose(args: argparse.Namespace) -> None:
         print(line)
 
 
+def cmd_explain(args: argparse.Namespace) -> None:
+    params = load(args.params, args.set)
+    targets = args.models or params.explain.experiments
+    if not targets:
+        raise ConfigError(f"{args.params}: explain.experiments is empty; name a model to explain")
+    from ablab.explain.job import run_explain
+
+    for what in targets:
+        metrics = run_explain(params, what, _root())
+        orders = [m for m in (*params.explain.methods, "random", "intensity")
+                  if f"{m}_deletion_auc" in metrics]  # fmt: skip
+        shown = ", ".join(
+            f"{m} {metrics[f'{m}_deletion_auc']:.3f}/{metrics[f'{m}_insertion_auc']:.3f}"
+            for m in orders
+        )
+        print(f"{what}: deletion/insertion AUC: {shown}")
+
+
 def cmd_ui(args: argparse.Namespace) -> None:
     from ablab.tracking import artifact_root, experiment_url, store_root, tracking_uri, use_store
 
@@ -291,13 +309,14 @@ EXAMPLES = {
     "report": "ablab report",
     "tune": "ablab tune --workers 2",
     "diagnose": "ablab diagnose regularization/baseline/seed1",
+    "explain": "ablab explain cnn models:/ablab-mlp@champion",
     "ui": "ablab ui --port 5000",
     "dashboard": "ablab dashboard --port 8080",
 }
 # what a command's positional names are, for its help
 NAMES = {"fetch": "datasets", "preprocess": "datasets", "evaluator": "datasets",
          "train": "experiments", "suite": "suites", "pretrain": "suites",
-         "diagnose": "experiments"}  # fmt: skip
+         "diagnose": "experiments", "explain": "experiments"}  # fmt: skip
 
 
 def _epilog(command: str) -> str:
@@ -375,6 +394,15 @@ def parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     lr_help = "also run Lightning's learning-rate finder on the experiment"
     doctor.add_argument("--lr-find", action="store_true", help=lr_help)
+    explain_help = (
+        "explain image classifiers from the store (explain.experiments if none "
+        "named): maps by method, faithfulness, sanity; into a child run of each"
+    )
+    explain = add("explain", cmd_explain, explain_help)
+    explain.add_argument(
+        "models", nargs="*", help="experiments (their latest run's model), models:/ URIs "
+        "(models:/ablab-cnn@champion), run names or run ids",
+    )  # fmt: skip
     ui_help = "serve the MLflow UI on 127.0.0.1"
     ui = add("ui", cmd_ui, ui_help)
     ui.add_argument("--port", type=int, default=5000, help="port (default 5000)")

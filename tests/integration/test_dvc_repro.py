@@ -45,6 +45,10 @@ def repo(tmp_path):
         "train": {"early_stopping": {"enabled": False, "monitor": "val_frechet_distance"},
                   "lr": 0.002, "max_epochs": 2},
     }  # fmt: skip
+    # explain@cnn: the tiny CNN's logged model, explained after train@cnn
+    tree["experiments"]["cnn"]["train"] = {"log_model": True}
+    tree["explain"] = {"experiments": ["cnn"], "images": 60, "sanity_images": 20, "steps": 8,
+                       "activation_max": {"steps": 8, "channels": 2}}  # fmt: skip
     (root / "params.yaml").write_text(yaml.safe_dump(tree))
     env = {
         **os.environ,
@@ -92,6 +96,9 @@ def test_dvc_repro_trains_every_experiment_and_suite_then_is_up_to_date(repo):
     assert gan["test_frechet_distance"] > gan["real_frechet_distance"] > 0
     assert (root / "data" / "evaluators" / "digits.pt").exists()
 
+    explained = json.loads((root / "results" / "explain" / "cnn" / "metrics.json").read_text())
+    assert 0 <= explained["grad_cam_deletion_auc"] <= 1 and "cam_deletion_auc" not in explained
+
     suite = json.loads((root / "results" / "suites" / "reg" / "metrics.json").read_text())
     assert set(suite) == {"baseline", "dropout"}
     tuned = json.loads((root / "results" / "tune" / "metrics.json").read_text())
@@ -105,7 +112,7 @@ def test_dvc_repro_trains_every_experiment_and_suite_then_is_up_to_date(repo):
     runs = client.search_runs([experiment.experiment_id])
     names = sorted(r.info.run_name for r in runs)
     tuning = ["tune/ablab/trial-0", "tune/ablab/trial-1", "tune/ablab/best", "tune/ablab"]
-    assert names == sorted(["cnn", "gan", "mlp", "report", "suite/reg", *tuning] + [
+    assert names == sorted(["cnn", "cnn/explain", "gan", "mlp", "report", "suite/reg", *tuning] + [
         f"reg/{v}/seed{s}" for v in ("baseline", "dropout") for s in (1, 2)
     ])  # fmt: skip
     parent = next(r for r in runs if r.info.run_name == "suite/reg")

@@ -13,6 +13,7 @@ from ablab.config.common import DATASETS, ConfigError, Strict, describe, invalid
 from ablab.config.data import DataParams, Skew
 from ablab.config.diagnose import DiagnoseParams
 from ablab.config.evaluator import EvaluatorParams
+from ablab.config.explain import ExplainParams
 from ablab.config.families import (
     ENTRIES,
     AdaptParams,
@@ -88,6 +89,7 @@ class Params(Strict):
     tune: TuneParams | None = None
     diagnose: DiagnoseParams = DiagnoseParams()
     evaluator: EvaluatorParams = EvaluatorParams()
+    explain: ExplainParams = ExplainParams()
     _source: str = PrivateAttr("params.yaml")  # the file the params came from, for messages
 
     def experiment(self, name: str) -> Experiment:
@@ -207,6 +209,23 @@ class Params(Strict):
                 f"evaluator; add {', '.join(missing)} (now {self.evaluator.datasets})"
             )
 
+    def check_explained(self) -> None:
+        """explain.experiments name image classifiers of this file (ConfigError names one)."""
+        for name in self.explain.experiments:
+            if name not in self.experiments:
+                raise ConfigError(
+                    f"{self._source}: explain.experiments: unknown experiment {name!r}; "
+                    f"{self._source} defines: {', '.join(self.experiments)}"
+                )
+            exp = self.experiment(name)
+            if exp.task != "classify" or DATASETS[exp.dataset][0] != "image":
+                raise ConfigError(
+                    f"{self._source}: explain.experiments: {name!r} is a {exp.task} experiment "
+                    f"on {exp.dataset}; explain takes image classifiers (task classify on "
+                    + ", ".join(d for d, (kind, _) in DATASETS.items() if kind == "image")
+                    + ")"
+                )
+
 
 def _entry(tree: dict, where: str, source: str):
     try:
@@ -255,6 +274,7 @@ def validate(tree: dict, source: str = "params.yaml") -> Params:
     if params.tune is not None:  # an unknown hyperparameter name fails here, named
         params.tuned_experiment({k: d.lowest() for k, d in params.tune.space.items()})
     params.check_evaluators()
+    params.check_explained()
     return params
 
 

@@ -31,6 +31,9 @@ class CNNParams(Strict):
     dropout: Probability = 0.0  # after each conv block
     head: Widths = [128]  # hidden widths of the classifier
     head_dropout: Probability = 0.0
+    # how the feature maps reach the head: flattened, or global average pooling (one value per
+    # channel); `gap` with `head: []` is the CAM network (Zhou et al. 2016): GAP then linear
+    readout: Literal["flatten", "gap"] = "flatten"
     activation: Activation = "relu"
     init: Init = "default"
     # feature maps in channels-last memory (oneDNN's layout on CPU): 1.5x faster training steps

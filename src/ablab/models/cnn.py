@@ -22,11 +22,13 @@ def build_cnn(
     dropout: float = 0.0,
     head: Sequence[int] = (128,),
     head_dropout: float = 0.0,
+    readout: str = "flatten",
     activation_name: str = "relu",
     init: str = "default",
     channels_last: bool = True,
 ) -> nn.Sequential:
-    """[Conv -> BatchNorm? -> activation -> pool(2)? -> Dropout?] per channel count -> head.
+    """[Conv -> BatchNorm? -> activation -> pool(2)? -> Dropout?] per channel count -> head
+    (`readout` "gap": global average pooling per channel before it, else flattened maps).
     With `channels_last` the weights are stored channels-last after initialisation, so the
     convolutions run in that layout (oneDNN's on CPU) whatever the input's."""
     layers: list[nn.Module] = []
@@ -55,8 +57,10 @@ def build_cnn(
             f"the conv blocks shrink a {tuple(input_shape)} input to nothing: use fewer blocks, "
             "padding 'same', or pool 'none'"
         )
+    if readout == "gap":
+        layers.append(nn.AdaptiveAvgPool2d(1))
     layers.append(nn.Flatten())
-    fan_in = shape[1] * shape[2] * shape[3]
+    fan_in = shape[1] if readout == "gap" else shape[1] * shape[2] * shape[3]
     layers += dense_classifier(fan_in, list(head), num_classes, activation_name, head_dropout)
     net = nn.Sequential(*layers)
     initialise(net, init, activation_name)
