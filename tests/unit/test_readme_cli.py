@@ -47,6 +47,8 @@ def test_each_readme_ablab_command_parses_and_loads(command):
     for kind, known in NAMES.items():
         for name in getattr(args, kind, None) or []:
             assert name in known, f"{command}: {name} is not one of the {kind}"
+    for name in getattr(args, "models", None) or []:  # explain: experiments or registry URIs
+        assert name.startswith("models:/") or name in PARAMS.experiments, command
     if getattr(args, "params", "params.yaml") == "params.yaml":
         load(
             REPO / "params.yaml", getattr(args, "set", [])

@@ -18,18 +18,20 @@ from ablab.config.explain import ActivationMaxParams
 
 def maximize(
     objective: Callable[[torch.Tensor], torch.Tensor], n: int, shape: tuple[int, ...],
-    cfg: ActivationMaxParams, seed: int,
+    cfg: ActivationMaxParams, seed: int, center: float = 0.5,
 ) -> torch.Tensor:  # fmt: skip
-    """n images (n x shape, pixels in [0, 1]), image i ascending objective(images)[i]."""
+    """n images (n x shape, pixels in [0, 1]), image i ascending objective(images)[i], from
+    noise around `center` (the data's mean pixel), which the L2 penalty pulls towards."""
     generator = torch.Generator().manual_seed(seed)
-    x = (0.5 + 0.1 * torch.randn(n, *shape, generator=generator)).clamp(0, 1).requires_grad_(True)
+    x = center + 0.1 * torch.randn(n, *shape, generator=generator)
+    x = x.clamp(0, 1).requires_grad_(True)
     optimizer = torch.optim.Adam([x], lr=cfg.lr)
     j = cfg.jitter
     for step in range(cfg.steps):
         dy, dx = (int(v) for v in torch.randint(-j, j + 1, (2,), generator=generator))
         shifted = torch.roll(x, shifts=(dy, dx), dims=(-2, -1)) if j else x
         score = objective(shifted)
-        loss = -score.sum() + cfg.l2 * ((x - 0.5) ** 2).sum()
+        loss = -score.sum() + cfg.l2 * ((x - center) ** 2).sum()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -42,14 +44,15 @@ def maximize(
 
 
 def classes(model: nn.Module, num_classes: int, shape: tuple[int, ...],
-            cfg: ActivationMaxParams, seed: int) -> torch.Tensor:  # fmt: skip
+            cfg: ActivationMaxParams, seed: int, center: float = 0.5) -> torch.Tensor:  # fmt: skip
     """One image per class: image c ascends class c's logit."""
     index = torch.arange(num_classes).view(-1, 1)
-    return maximize(lambda x: model(x).gather(1, index)[:, 0], num_classes, shape, cfg, seed)
+    logit = lambda x: model(x).gather(1, index)[:, 0]  # noqa: E731
+    return maximize(logit, num_classes, shape, cfg, seed, center)
 
 
 def channels(model: nn.Module, layer: nn.Module, count: int, shape: tuple[int, ...],
-             cfg: ActivationMaxParams, seed: int) -> torch.Tensor:  # fmt: skip
+             cfg: ActivationMaxParams, seed: int, center: float = 0.5) -> torch.Tensor:  # fmt: skip
     """One image per channel of `layer` (its first `count`): image k ascends channel k's mean
     activation."""
     seen: list[torch.Tensor] = []
@@ -62,6 +65,6 @@ def channels(model: nn.Module, layer: nn.Module, count: int, shape: tuple[int, .
         return maps[torch.arange(len(x)), torch.arange(len(x))].mean((-2, -1))
 
     try:
-        return maximize(objective, count, shape, cfg, seed)
+        return maximize(objective, count, shape, cfg, seed, center)
     finally:
         handle.remove()

@@ -236,14 +236,16 @@ def pictures(model: nn.Module, x: torch.Tensor, y: torch.Tensor, meta: dict,
     am = cfg.activation_max
     shape = tuple(x.shape[1:])
     with torch.enable_grad():
-        class_images = activation_max.classes(model, len(classes), shape, am, cfg.seed)
+        center = float(meta["mean"])
+        class_images = activation_max.classes(model, len(classes), shape, am, cfg.seed, center)
         channel_images, layer = None, ""
         try:
             conv = maps.last_conv(model)
             layer = "last conv"
             count = min(am.channels, conv.out_channels)
             if count:
-                channel_images = activation_max.channels(model, conv, count, shape, am, cfg.seed)
+                channel_images = activation_max.channels(model, conv, count, shape, am, cfg.seed,
+                                                         center)  # fmt: skip
         except maps.NotApplicable:
             pass
     out["activation_max.png"] = png_bytes(
