@@ -249,7 +249,7 @@ def cmd_ui(args: argparse.Namespace) -> None:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> None:
-    from ablab.tune import masked, storage_url
+    from ablab.studies import masked, storage_url
 
     params = load(args.params, args.set)
     if params.tune is None:

@@ -1,5 +1,6 @@
-"""One ablation suite in one process: every (variant, seed) trained as its own MLflow run, the
-child of the suite's parent run; a diverging run recorded and skipped; then
+"""One ablation suite: every (variant, seed) a unit of the suite's Optuna study (ablab.units),
+trained as its own MLflow run, the child of the suite's parent run; a diverging run recorded and
+not retried; a unit finished before (a killed `dvc repro`) never trained again; then
 results/suites/<suite>/ for the report: runs.json, metrics.json and predictions.npz (every
 run's test predictions, for the report's paired test-set comparisons)."""
 
@@ -15,8 +16,16 @@ import numpy as np
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
-from ablab import stats, tracking
-from ablab.config import ENTRIES, Params, Suite, lower_is_better, nest_overrides, report_metrics
+from ablab import stats, tracking, units
+from ablab.config import (
+    ENTRIES,
+    Params,
+    Suite,
+    SuiteRun,
+    lower_is_better,
+    nest_overrides,
+    report_metrics,
+)
 from ablab.families import DivergedError
 from ablab.files import write_atomic
 from ablab.pretrain import pretrained_dir
@@ -32,52 +41,68 @@ def run_suite(
     fast_dev_run: bool | int = False,
     recipe: str = "default",
 ) -> dict:
-    """Train every run of suite `suite_name` under the suite's MLflow parent run; write
-    predictions.npz, metrics.json and runs.json; return runs.json's content. Only divergence
-    is caught: any other error ends the parent run FAILED (KILLED on an interrupt), stops the
-    suite and writes nothing."""
+    """Train every (variant, seed) of suite `suite_name` that its study has not finished, each
+    as one MLflow run under the suite's parent run; write predictions.npz, metrics.json and
+    runs.json; return runs.json's content. A unit that diverged is recorded, not retried; any
+    other error ends the parent run FAILED (KILLED on an interrupt), stops the suite and writes
+    nothing; finished units stay finished for the next call."""
     root = Path(root)
     runs = params.suite_runs(suite_name)  # raises ConfigError naming an unknown suite
     suite = params.suites[suite_name]
     task = params.experiments[suite.experiment].task
+    processed = Path(processed_dir or root / "data" / "processed")
     experiment_id = tracking.use_store(root, params.mlflow_experiment)
     client = MlflowClient()
-    parent_id = _parent_run(suite_name, suite, experiment_id, root, client, recipe)
-    rows, predictions = [], {}
-    headline, started = params.suite_headline(suite_name), time.monotonic()
+    study, heartbeat = units.unit_study(params, suite_name, runs, root, processed, recipe,
+                                        fast_dev_run)  # fmt: skip
+    parent_id = _parent_run(suite_name, suite, experiment_id, root, client, recipe, study)
+    units.enqueue_missing(study, runs)
+    reused = units.finished(study)
+    if reused:
+        left = len(runs) - len(reused)
+        print(f"{suite_name}: {len(reused)} of {len(runs)} units already finished in study "
+              f"{study.study_name}; training the other {left}", flush=True)  # fmt: skip
+    headline, started, trained = params.suite_headline(suite_name), time.monotonic(), [0]
+
+    def train_unit(run: SuiteRun) -> tuple[dict, dict | None]:
+        done = units.finished(study)
+        name = f"{suite_name}/{run.variant}/seed{run.seed}"
+        best = best_so_far(list(done.values()), headline)
+        print(progress_line(len(done) + 1, len(runs), name, time.monotonic() - started, best,
+                            headline, trained[0]), flush=True)  # fmt: skip
+        row = {"variant": run.variant, "seed": run.seed}
+        predicted = None
+        try:
+            result = train(
+                run.experiment, root, params.mlflow_experiment, processed, fast_dev_run,
+                suite=suite_name, variant=run.variant, run_name=name,
+                extra_tags={"mlflow.parentRunId": parent_id, "ablab.recipe": recipe},
+                thresholds=params.diagnose,
+                pretrained_dir=pretrained_dir(root, suite_name, recipe),
+            )  # fmt: skip
+        except DivergedError as exc:  # diverged or collapsed: recorded, the suite goes on
+            print(f"  {exc.kind}: {exc}; the suite goes on", flush=True)
+            row.update(status=exc.kind, failure=str(exc), run_id=getattr(exc, "run_id", ""))
+            row.update(summary={}, history=[])
+        else:
+            row.update(status="finished", failure="", run_id=result.run_id)
+            row.update(
+                summary=_finite(result.summary), history=[_finite(h) for h in result.history]
+            )
+            predicted = result.predictions
+        trained[0] += 1
+        return row, predicted
+
     try:
-        for i, run in enumerate(runs, 1):
-            name = f"{suite_name}/{run.variant}/seed{run.seed}"
-            best = best_so_far(rows, headline)
-            print(progress_line(i, len(runs), name, time.monotonic() - started, best, headline),
-                  flush=True)  # fmt: skip
-            row = {"variant": run.variant, "seed": run.seed}
-            try:
-                result = train(
-                    run.experiment, root, params.mlflow_experiment, processed_dir, fast_dev_run,
-                    suite=suite_name, variant=run.variant, run_name=name,
-                    extra_tags={"mlflow.parentRunId": parent_id, "ablab.recipe": recipe},
-                    thresholds=params.diagnose,
-                    pretrained_dir=pretrained_dir(root, suite_name, recipe),
-                )  # fmt: skip
-            except DivergedError as exc:  # diverged or collapsed: recorded, the suite goes on
-                print(f"  {exc.kind}: {exc}; the suite goes on", flush=True)
-                row.update(status=exc.kind, failure=str(exc), run_id=getattr(exc, "run_id", ""))
-                row.update(summary={}, history=[])
-            else:
-                row.update(status="finished", failure="", run_id=result.run_id)
-                row.update(
-                    summary=_finite(result.summary), history=[_finite(h) for h in result.history]
-                )
-                if result.predictions:
-                    predictions[f"{run.variant}/seed{run.seed}"] = result.predictions
-            rows.append(row)
+        units.work(study, runs, train_unit, headline, heartbeat)
     except BaseException as exc:
         killed = isinstance(exc, KeyboardInterrupt | SystemExit)
         client.set_terminated(parent_id, RunStatus.to_string(
             RunStatus.KILLED if killed else RunStatus.FAILED))  # fmt: skip
         raise
+    units.close_zombies(client, parent_id)
     client.set_terminated(parent_id)
+    rows, predictions = units.collect(study, runs)
     skew = runs[0].experiment.skew
     report = {
         "suite": suite_name,
@@ -91,6 +116,7 @@ def run_suite(
         "minority_classes": list(skew.classes) if skew else [],
         "smallest_effect": suite.smallest_effect,
         "parent_run_id": parent_id,
+        "study": study.study_name,
         "recipe": recipe,
         "seeds": list(suite.seeds),
         "common": _describe(nest_overrides(suite.common)),
@@ -127,9 +153,17 @@ def suites_dir(root: Path, recipe: str = "default") -> Path:
 
 def _parent_run(
     suite_name: str, suite: Suite, experiment_id: str, root: Path, client: MlflowClient,
-    recipe: str,
+    recipe: str, study,
 ) -> str:  # fmt: skip
-    """The suite's MLflow parent run (its units are children; the report tags it)."""
+    """The suite's MLflow parent run (its units are children; the report tags it): the one
+    the study started with, running again, when a killed or failed call left it."""
+    found = study.user_attrs.get("mlflow_parent_run_id")
+    if found:
+        try:
+            client.update_run(found, status="RUNNING")
+            return found
+        except Exception:  # MlflowException: deleted, or another store: start a new one
+            pass
     tags = {"ablab.suite": suite_name, "ablab.stage": "suite", "ablab.role": "suite",
             "ablab.experiment": suite.experiment, "ablab.recipe": recipe}  # fmt: skip
     tags.update(tracking.commit_tag(root))
@@ -140,6 +174,8 @@ def _parent_run(
     logged = {"seeds": suite.seeds, "baseline": suite.baseline_name(),
               "variants": list(suite.variant_overrides()), "common": suite.common}  # fmt: skip
     tracking.log_params(run.info.run_id, tracking.flatten(logged))
+    study.set_user_attr("mlflow_parent_run_id", run.info.run_id)
+    client.set_tag(run.info.run_id, "ablab.study", study.study_name)
     return run.info.run_id
 
 
@@ -170,12 +206,15 @@ def best_so_far(rows: list[dict], metric: str) -> tuple[str, float] | None:
 
 def progress_line(
     i: int, total: int, name: str, elapsed: float, best: tuple[str, float] | None, metric: str,
+    trained: int | None = None,
 ) -> str:  # fmt: skip
-    """`[i/total] name`, then (after the first unit) the time left at the pace so far and the
-    best unit yet: one line per unit, as readable in a DVC log as in a terminal."""
+    """`[i/total] name`, then (once a unit was trained in `elapsed`: `trained` of them, i - 1
+    if None) the time left at that pace and the best unit yet: one line per unit, as readable
+    in a DVC log as in a terminal."""
     line = f"[{i}/{total}] {name}"
-    if i > 1:
-        left = elapsed / (i - 1) * (total - i + 1)
+    trained = i - 1 if trained is None else trained
+    if trained > 0:
+        left = elapsed / trained * (total - i + 1)
         line += f" · {int(left // 60)}m{int(left % 60):02d}s left"
     if best is not None:
         line += f" · best so far {best[0]} {metric} {best[1]:.4f}"

@@ -23,10 +23,11 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 from optuna_integration import PyTorchLightningPruningCallback
 
-from ablab import figures, tracking
+from ablab import figures, studies, tracking
 from ablab.config import ConfigError, Params, SearchDimension, TuneParams
 from ablab.families import DivergedError
 from ablab.files import write_atomic
+from ablab.studies import masked, storage_url
 from ablab.train import train
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -37,54 +38,9 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
-class StorageError(ConfigError):
-    """The study storage cannot be opened; the message shows its URL, password masked."""
-
-
-def storage_url(tune: TuneParams, root: Path) -> str:
-    if tune.storage:
-        return tune.storage
-    (Path(root) / "mlruns").mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{Path(root).resolve()}/mlruns/optuna.db"
-
-
-def masked(url: str) -> str:
-    """The URL with its password replaced by ***; text that is no URL at all, as given."""
-    from sqlalchemy.engine import make_url
-
-    if "://" not in url:
-        return url
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL SQLAlchemy can parse: show only its scheme
-        return url.split("://", 1)[0] + "://***"
-
-
 def open_storage(tune: TuneParams, root: Path) -> RDBStorage:
-    """The RDB storage with heartbeats; a dead worker's trial is FAIL after two intervals and
-    queued again. An unreachable URL raises StorageError before anything is created."""
-    url = storage_url(tune, root)
-    try:
-        return RDBStorage(
-            url,
-            engine_kwargs={"pool_pre_ping": True},
-            heartbeat_interval=tune.heartbeat_seconds,
-            grace_period=2 * tune.heartbeat_seconds,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(tune.max_retry),
-        )
-    except Exception as exc:  # SQLAlchemy, driver or URL errors: all mean "cannot open"
-        reason = str(exc).splitlines()[0]
-        from sqlalchemy.engine import make_url
-
-        try:
-            password = make_url(url).password
-        except Exception:
-            password = None
-        if password:
-            reason = reason.replace(str(password), "***")
-        raise StorageError(
-            f"params.yaml: tune.storage: cannot open {masked(url)}: {reason}"
-        ) from None
+    """The tune section's study storage (studies.open_storage)."""
+    return studies.open_storage(storage_url(tune, root), tune.heartbeat_seconds, tune.max_retry)
 
 
 def sampler(tune: TuneParams) -> optuna.samplers.BaseSampler:

@@ -121,7 +121,7 @@ def test_ablab_dashboard_serves_the_tune_study_and_stops_with_sigterm(tmp_path):
     import optuna
 
     from ablab.config import load
-    from ablab.tune import storage_url
+    from ablab.studies import storage_url
 
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS))
     tune = load(tmp_path / "params.yaml").tune

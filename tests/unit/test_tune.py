@@ -12,7 +12,8 @@ from optuna.trial import TrialState
 
 from ablab import tracking
 from ablab.config import ConfigError, load
-from ablab.tune import StorageError, masked, run_tune
+from ablab.studies import StorageError, masked
+from ablab.tune import run_tune
 from tests.conftest import TINY_PARAMS
 
 TUNE = {

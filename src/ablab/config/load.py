@@ -187,7 +187,7 @@ class Params(Strict):
 
     def datasets(self) -> list[str]:
         """Every dataset some experiment, suite or evaluator uses, in a stable order."""
-        used = {d for exp in self._all_experiments() for d in _datasets(exp)}
+        used = {d for exp in self._all_experiments() for d in datasets_of(exp)}
         used |= set(self.evaluator.datasets)
         return [d for d in DATASETS if d in used]
 
@@ -246,7 +246,7 @@ def _resolved(params: Params, name: str, entry, seed: int, where: str) -> Experi
         raise invalid(params._source, [f"{where}: {exc}"]) from None
 
 
-def _datasets(exp: Experiment) -> list[str]:
+def datasets_of(exp: Experiment) -> list[str]:
     """The experiment's dataset, and a mapping's or a transfer's source domain (MNIST-M is
     made from MNIST)."""
     source = getattr(exp.model, "source", None) or (exp.adapt.source if exp.adapt else None)

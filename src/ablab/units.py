@@ -1,0 +1,145 @@
+"""A suite's (variant, seed) units as trials of one Optuna study on the shared storage
+(ablab.studies): each unit is an enqueued trial carrying its name; a worker pops a waiting
+trial, trains it, and stores its row and test predictions on the trial. A finished unit is never
+trained again; a worker that dies (SIGKILL) stops its heartbeat, so its trial fails after two
+intervals and is queued again (at most `tune.max_retry` times). The study's name holds a hash of
+everything the units' numbers depend on: the resolved experiments, the data and ablab's code."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import optuna
+from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from ablab import studies
+from ablab.config import Params, SuiteRun
+from ablab.config.load import datasets_of
+
+UNIT = "unit"  # the trial's user attr naming its unit: "<variant>/seed<n>"
+
+
+def unit_key(run: SuiteRun) -> str:
+    return f"{run.variant}/seed{run.seed}"
+
+
+def study_key(runs: list[SuiteRun], processed_dir: Path, recipe: str,
+              fast_dev_run: bool | int) -> str:  # fmt: skip
+    """A hash of what the units' numbers depend on: the resolved experiments, the processed
+    data (each dataset's hash) and ablab's source; any change means a new study."""
+    datasets = sorted({d for run in runs for d in datasets_of(run.experiment)})
+    data = {}
+    for name in datasets:
+        meta = Path(processed_dir) / name / "meta.json"
+        data[name] = json.loads(meta.read_text()).get("data_hash") if meta.exists() else None
+    package = Path(__file__).parent
+    code = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        code.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    what = {"units": [r.model_dump(mode="json") for r in runs], "data": data,
+            "code": code.hexdigest(), "recipe": recipe, "fast_dev_run": fast_dev_run}  # fmt: skip
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def unit_study(params: Params, suite_name: str, runs: list[SuiteRun], root: Path,
+               processed_dir: Path, recipe: str,
+               fast_dev_run: bool | int = False) -> tuple[optuna.Study, int]:  # fmt: skip
+    """(the suite's study, created or loaded, the storage's heartbeat interval in seconds)."""
+    storage, heartbeat = studies.params_storage(params, root)
+    key = study_key(runs, processed_dir, recipe, fast_dev_run)
+    name = f"suite/{suite_name}/{recipe}/{key}"
+    study = optuna.create_study(storage=storage, study_name=name, load_if_exists=True)
+    return study, heartbeat
+
+
+def _trials(study: optuna.Study, *states: TrialState) -> list[optuna.trial.FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=states or None)
+
+
+def finished(study: optuna.Study) -> dict[str, dict]:
+    """unit -> its row, for every unit with a COMPLETE trial."""
+    return {t.user_attrs[UNIT]: t.user_attrs["row"] for t in _trials(study, TrialState.COMPLETE)
+            if UNIT in t.user_attrs and "row" in t.user_attrs}  # fmt: skip
+
+
+def enqueue_missing(study: optuna.Study, runs: list[SuiteRun]) -> None:
+    """Queue, in the suite's order, every unit that no trial has finished, holds or waits for:
+    new units, and those whose trials failed (a call that crashed, a worker that died more
+    often than retried)."""
+    live = {t.user_attrs.get(UNIT) for t in _trials(
+        study, TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)}  # fmt: skip
+    for run in runs:
+        if unit_key(run) not in live:
+            study.enqueue_trial({}, user_attrs={UNIT: unit_key(run)})
+
+
+def work(study: optuna.Study, runs: list[SuiteRun],
+         train_unit: Callable[[SuiteRun], tuple[dict, dict | None]], headline: str,
+         heartbeat: int) -> None:  # fmt: skip
+    """Train waiting units one after the other until none waits or runs: a unit another
+    worker holds is waited for; one whose worker died fails by heartbeat and waits again."""
+    by_key = {unit_key(r): r for r in runs}
+
+    def objective(trial: optuna.Trial) -> float:
+        key = trial.user_attrs.get(UNIT)
+        if key not in by_key:  # no unit waited any more: Optuna made a fresh trial
+            trial.set_user_attr("spare", True)
+            raise optuna.TrialPruned()
+        row, predicted = train_unit(by_key[key])
+        trial.set_user_attr("row", row)
+        if predicted:
+            trial.set_user_attr("predictions", {k: np.asarray(v).tolist()
+                                                for k, v in predicted.items()})  # fmt: skip
+        value = row["summary"].get(headline)
+        return float(value) if isinstance(value, float | int) and math.isfinite(value) else 0.0
+
+    while True:
+        if _trials(study, TrialState.WAITING):
+            study.optimize(objective, n_trials=1)  # pops the oldest waiting trial
+            continue
+        if not _trials(study, TrialState.RUNNING):
+            return
+        time.sleep(heartbeat)  # another worker's unit, or a dead one's: heartbeats tell
+        optuna.storages.fail_stale_trials(study)
+
+
+def collect(study: optuna.Study, runs: list[SuiteRun]) -> tuple[list[dict], dict]:
+    """(runs.json's rows in the suite's order, test predictions by unit); a unit left without
+    a finished trial (its worker died every time) is a `failed` row."""
+    rows, predictions = [], {}
+    done = {t.user_attrs[UNIT]: t for t in _trials(study, TrialState.COMPLETE)
+            if UNIT in t.user_attrs and "row" in t.user_attrs}  # fmt: skip
+    for run in runs:
+        key = unit_key(run)
+        trial = done.get(key)
+        if trial is None:
+            tries = sum(1 for t in _trials(study, TrialState.FAIL) if t.user_attrs.get(UNIT) == key)
+            rows.append({"variant": run.variant, "seed": run.seed, "status": "failed",
+                         "failure": f"its worker died {tries} times", "run_id": "",
+                         "summary": {}, "history": []})  # fmt: skip
+            continue
+        rows.append(trial.user_attrs["row"])
+        if "predictions" in trial.user_attrs:
+            predictions[key] = {
+                k: np.asarray(v) for k, v in trial.user_attrs["predictions"].items()
+            }
+    return rows, predictions
+
+
+def close_zombies(client: MlflowClient, parent_id: str) -> list[str]:
+    """Once every unit is done no worker trains any: a child run still RUNNING was left by a
+    killed worker; it is closed as KILLED. Returns their ids."""
+    query = f"tags.`mlflow.parentRunId` = '{parent_id}' and attributes.status = 'RUNNING'"
+    experiment_id = client.get_run(parent_id).info.experiment_id
+    zombies = [r.info.run_id for r in client.search_runs([experiment_id], query)]
+    for run_id in zombies:
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
+    return zombies
