@@ -107,6 +107,8 @@ def test_ablab_ui_stopped_by_sigterm_leaves_no_server_listening(tmp_path):
         time.sleep(1)
         assert not answers(f"{url}/health")  # the server and its workers are gone
         with socket.socket() as s:
+            # no listener left (closed connections' TIME_WAIT may linger: SO_REUSEADDR)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(("127.0.0.1", port))  # the port is free again
     finally:
         if ui.poll() is None:

