@@ -31,8 +31,7 @@ def cmd_datasets(args: argparse.Namespace) -> None:
         plan = {"datasets": names, "sources": sources}
         write_atomic(Path(args.write), json.dumps(plan, indent=1, sort_keys=True) + "\n")
     if args.knobs:  # what preprocess reads beside them, resolved (defaults filled in)
-        read = {"val_fraction", "test_fraction", "text", "series", "dates"}
-        knobs = {"seed": params.seed, **params.data.model_dump(include=read)}
+        knobs = params.preprocess_knobs()
         write_atomic(Path(args.knobs), json.dumps(knobs, indent=1, sort_keys=True) + "\n")
     print("\n".join(names))
 
@@ -58,41 +57,12 @@ def cmd_fetch(args: argparse.Namespace) -> None:
 
 
 def cmd_preprocess(args: argparse.Namespace) -> None:
-    from ablab.config import DATASETS
-    from ablab.data.preprocess import (
-        preprocess,
-        preprocess_dates,
-        preprocess_series,
-        preprocess_text,
-    )
+    from ablab.data.preprocess import preprocess_dataset
 
     params = load(args.params, args.set)
-    root = _root()
-    d = params.data
+    root, knobs = _root(), params.preprocess_knobs()
     for name in _datasets(args, params):
-        raw, out = root / "data" / "raw", root / "data" / "processed"
-        if DATASETS[name][0] == "text":
-            t = d.text
-            meta = preprocess_text(
-                name, raw, out, d.val_fraction, d.test_fraction, params.seed,
-                t.vocab_size, t.min_freq, t.max_len,
-            )  # fmt: skip
-            counts = ", ".join(
-                f"{k} {meta[k]}" for k in ("duplicates_removed", "undecodable_texts",
-                                           "empty_texts", "truncated_texts", "oov_rate")
-            )  # fmt: skip
-            print(f"{name}: vocab {meta['vocab_size']}, {counts}")
-        elif DATASETS[name][0] == "translation":
-            meta = preprocess_dates(
-                name, out, d.val_fraction, d.test_fraction, params.seed, d.dates.examples
-            )
-        elif DATASETS[name][0] == "series":
-            meta = preprocess_series(
-                name, raw, out, d.val_fraction, d.test_fraction, params.seed, d.series.window
-            )
-        else:
-            meta = preprocess(name, raw, out, d.val_fraction, d.test_fraction, params.seed)
-        print(f"{name}: splits {meta['split_sizes']}, data hash {meta['data_hash']}")
+        print(preprocess_dataset(name, root / "data" / "raw", root / "data" / "processed", knobs))
 
 
 def cmd_evaluator(args: argparse.Namespace) -> None:

@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 from ablab import studies
 from ablab.config import Params, SuiteRun
 from ablab.config.load import datasets_of
+from ablab.imports import closure
 
 UNIT = "unit"  # the trial's user attr naming its unit: "<variant>/seed<n>"
 
@@ -34,19 +35,25 @@ def unit_key(run: SuiteRun) -> str:
 def study_key(runs: list[SuiteRun], processed_dir: Path, recipe: str,
               fast_dev_run: bool | int) -> str:  # fmt: skip
     """A hash of what the units' numbers depend on: the resolved experiments, the processed
-    data (each dataset's hash) and ablab's source; any change means a new study."""
+    data (each dataset's hash) and the ablab source that trains them; any change means a new
+    study."""
     datasets = sorted({d for run in runs for d in datasets_of(run.experiment)})
     data = {}
     for name in datasets:
         meta = Path(processed_dir) / name / "meta.json"
         data[name] = json.loads(meta.read_text()).get("data_hash") if meta.exists() else None
-    package = Path(__file__).parent
     code = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        code.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    for path in sorted(_training_code()):
+        code.update(path.name.encode() + b"\0" + path.read_bytes())
     what = {"units": [r.model_dump(mode="json") for r in runs], "data": data,
             "code": code.hexdigest(), "recipe": recipe, "fast_dev_run": fast_dev_run}  # fmt: skip
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _training_code() -> set[Path]:
+    """The ablab source a unit runs (ablab.imports): the suite's module and all it imports;
+    not the command line or the report, whose edits change no number."""
+    return closure({"ablab.suite"})
 
 
 def unit_study(params: Params, suite_name: str, runs: list[SuiteRun], root: Path,

@@ -2,14 +2,18 @@
 output, with the default params and with params that define no suite (a project without
 suites must run `dvc repro` through)."""
 
+import ast
 import json
+import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
 from dvc.repo import Repo
 
+from ablab.imports import ablab_imports, closure
 from tests.conftest import REPO
 
 
@@ -74,3 +78,52 @@ def test_the_datasets_stage_writes_what_the_params_use(tmp_path, monkeypatch):
           "--knobs", "again-knobs.json", "--set", "train.max_epochs=99"])  # fmt: skip
     assert (tmp_path / "again.json").read_text() == (tmp_path / "datasets.json").read_text()
     assert (tmp_path / "again-knobs.json").read_text() == (tmp_path / "preprocess.json").read_text()
+
+
+# --- each stage depends on the ablab modules its command imports, computed -----------------
+SRC = REPO / "src"
+
+
+def stage_sources(cmd: str) -> set[Path]:
+    """The ablab files a stage's command runs: its pipelines/ script's imports; through
+    `ablab.cli.main(["<command>", ...])`, cli's module-level imports and that command's."""
+    script = REPO / cmd.split()[1]
+    tree = ast.parse(script.read_text())
+    names = ablab_imports(tree)
+    found = closure(names - {"ablab.cli"})
+    if "ablab.cli" in names:
+        command = re.search(r'main\(\["([a-z_]+)"', script.read_text()).group(1)
+        cli = ast.parse((SRC / "ablab" / "cli.py").read_text())
+        top = [n for n in cli.body if isinstance(n, ast.Import | ast.ImportFrom)]
+        (func,) = [n for n in cli.body if isinstance(n, ast.FunctionDef)
+                   and n.name == f"cmd_{command}"]  # fmt: skip
+        found |= closure(ablab_imports(func) | set().union(*map(ablab_imports, top)))
+        found.add(SRC / "ablab" / "cli.py")
+    return found
+
+
+def stage_deps() -> dict[str, tuple[str, list[str]]]:
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    return {name: ((s.get("do") or s)["cmd"], (s.get("do") or s)["deps"])
+            for name, s in stages.items()}  # fmt: skip
+
+
+@pytest.mark.parametrize("stage", list(stage_deps()))
+def test_each_stage_depends_on_every_ablab_module_its_command_runs(stage):
+    cmd, deps = stage_deps()[stage]
+    for path in sorted(stage_sources(cmd)):
+        file = str(path.relative_to(REPO))
+        assert any(file == d or file.startswith(d.rstrip("/") + "/") for d in deps), (
+            f"{stage}: runs {file}, which is not among its deps in dvc.yaml"
+        )
+
+
+def test_editing_the_report_or_tune_retrains_nothing_and_the_cli_refetches_nothing():
+    deps = stage_deps()
+    for stage in ("train", "pretrain", "suite", "explain", "evaluators"):
+        for module in ("src/ablab/report.py", "src/ablab/tune.py"):
+            assert not any(module == d or module.startswith(d.rstrip("/") + "/")
+                           for d in deps[stage][1]), (stage, module)  # fmt: skip
+    for stage in ("fetch", "preprocess"):  # no params, no cli: only the data modules
+        allowed = ("pipelines/", "data/", "src/ablab/data/", "src/ablab/__init__.py")
+        assert all(d.startswith(allowed) for d in deps[stage][1]), deps[stage]

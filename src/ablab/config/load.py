@@ -185,6 +185,13 @@ class Params(Strict):
             ])  # fmt: skip
         return _resolved(self, tune.experiment, entry, self.seed if seed is None else seed, "tune")
 
+    def preprocess_knobs(self) -> dict:
+        """What preprocessing reads of the params, resolved (the `datasets` stage writes it to
+        data/preprocess.json; data.preprocess.preprocess_dataset takes it)."""
+        read = {"val_fraction", "test_fraction", "text", "series", "dates"}
+        kinds = {name: kind for name, (kind, _) in DATASETS.items()}
+        return {"seed": self.seed, "kinds": kinds, **self.data.model_dump(include=read)}
+
     def datasets(self) -> list[str]:
         """Every dataset some experiment, suite or evaluator uses, in a stable order."""
         used = {d for exp in self._all_experiments() for d in datasets_of(exp)}

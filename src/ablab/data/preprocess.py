@@ -347,3 +347,26 @@ def preprocess_dates(
     arrays = {"source": source, "source_lengths": lengths, "target": target}
     labels = np.zeros(examples, dtype=np.int64)  # no classes
     return save(name, out_dir, arrays, labels, splits, seed, val_fraction, extra, files)
+
+
+def preprocess_dataset(name: str, raw_dir: Path, out_dir: Path, knobs: dict) -> str:
+    """Preprocess one dataset by its kind with the resolved knobs (Params.preprocess_knobs, as
+    the `datasets` stage writes them); returns the line saying what came out."""
+    seed, val, test = knobs["seed"], knobs["val_fraction"], knobs["test_fraction"]
+    kind = knobs["kinds"][name]
+    if kind == "text":
+        t = knobs["text"]
+        meta = preprocess_text(name, raw_dir, out_dir, val, test, seed, t["vocab_size"],
+                               t["min_freq"], t["max_len"])  # fmt: skip
+        counts = ", ".join(f"{k} {meta[k]}" for k in (
+            "duplicates_removed", "tied_twin_groups_dropped", "undecodable_texts",
+            "empty_texts", "truncated_texts", "oov_rate"))  # fmt: skip
+        vocab = f"{name}: vocab {meta['vocab_size']}, {counts}\n"
+    elif kind == "translation":
+        meta = preprocess_dates(name, out_dir, val, test, seed, knobs["dates"]["examples"])
+    elif kind == "series":
+        meta = preprocess_series(name, raw_dir, out_dir, val, test, seed, knobs["series"]["window"])
+    else:
+        meta = preprocess(name, raw_dir, out_dir, val, test, seed)
+    first = vocab if kind == "text" else ""
+    return f"{first}{name}: splits {meta['split_sizes']}, data hash {meta['data_hash']}"
