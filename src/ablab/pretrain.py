@@ -15,6 +15,7 @@ from pathlib import Path
 from ablab.config import Params
 from ablab.config.pretraining import pretraining, pretraining_key
 from ablab.files import write_atomic
+from ablab.imports import closure
 
 
 def pretrained_dir(root: Path, suite_name: str, recipe: str = "default") -> Path:
@@ -64,10 +65,10 @@ def run_pretrain(
 
 
 def code_hash() -> str:
-    """ablab's source code, hashed: a network trained by other code is trained again (DVC
-    reruns every stage on a code change; the networks it keeps must not outlive one)."""
+    """The ablab source that pretrains (ablab.imports: this module and all it imports),
+    hashed: a network trained by other code is trained again; an edit to the report or the
+    command line keeps it."""
     digest = hashlib.sha256()
-    package = Path(__file__).parent
-    for path in sorted(package.rglob("*.py")):
-        digest.update(str(path.relative_to(package)).encode() + b"\0" + path.read_bytes())
+    for path in sorted(closure({"ablab.pretrain"})):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
