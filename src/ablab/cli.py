@@ -172,6 +172,13 @@ def cmd_tune(args: argparse.Namespace) -> None:
     print("tune: " + ", ".join(f"{k} {v}" for k, v in metrics.items()))
 
 
+def cmd_tuned(args: argparse.Namespace) -> None:
+    from ablab.tuned import train_tuned
+
+    metrics = train_tuned(load(args.params, args.set), _root())
+    print(f"tuned: {metrics['registered']} (results/tuned/metrics.json)")
+
+
 def cmd_diagnose(args: argparse.Namespace) -> None:
     from ablab.doctor import run_diagnose
 
@@ -278,6 +285,7 @@ EXAMPLES = {
     "pretrain": "ablab pretrain transfer",
     "report": "ablab report",
     "tune": "ablab tune --workers 2",
+    "tuned": "ablab tuned",
     "diagnose": "ablab diagnose regularization/baseline/seed1",
     "explain": "ablab explain cnn models:/ablab-mlp@champion",
     "ui": "ablab ui --port 5000",
@@ -357,6 +365,11 @@ def parser() -> argparse.ArgumentParser:
     tune_parser = add("tune", cmd_tune, "run the Optuna study of the tune section")
     tune_parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     tune_parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    tuned_help = (
+        "train the search's best params on the experiment's full data and register "
+        "the model as the champion (tune.registry)"
+    )
+    add("tuned", cmd_tuned, tuned_help)
     doctor = add("diagnose", cmd_diagnose, "the tuning checklist on one run: findings and fixes")
     doctor.add_argument(
         "run", help="an experiment (its latest run), a run name (regularization/baseline/seed1) "

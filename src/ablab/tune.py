@@ -15,7 +15,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import optuna
 import yaml
 from mlflow.tracking import MlflowClient
@@ -294,7 +293,7 @@ def _spawn_workers(
 
 def finish(params: Params, root: Path, study: optuna.Study, parent_id: str) -> dict:
     """Best params and counts -> results/tune/; plots, trials CSV and best value -> the parent
-    run; the best params retrained once, logged and registered with the alias."""
+    run. Only this process writes them: workers on other machines register nothing."""
     tune = params.tune
     study = optuna.load_study(study_name=tune.study_name, storage=open_storage(tune, root))
     trials = study.get_trials(deepcopy=False)
@@ -308,8 +307,6 @@ def finish(params: Params, root: Path, study: optuna.Study, parent_id: str) -> d
     _log_study_artifacts(study, parent_id)
     folder = root / "results" / "tune"
     best_params = study.best_params if best is not None else {}
-    if best is not None:
-        metrics["registered"] = _register_best(params, root, parent_id, best_params)
     write_atomic(folder / "best_params.yaml", yaml.safe_dump(best_params, sort_keys=True))
     write_atomic(folder / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     client.set_terminated(parent_id, "FINISHED")
@@ -334,24 +331,3 @@ def _log_study_artifacts(study: optuna.Study, parent_id: str) -> None:
             figure.savefig(Path(tmp) / file, dpi=100, bbox_inches="tight")
             figures.close(figure)
         MlflowClient().log_artifacts(parent_id, tmp)
-
-
-def _register_best(params: Params, root: Path, parent_id: str, best_params: dict) -> str:
-    """Train the best params once more with the model logged; register it under the
-    registry name and point the alias at the new version. Returns 'name@alias (vN)'."""
-    tune = params.tune
-    exp = params.tuned_experiment(best_params)
-    exp = exp.model_copy(update={"train": exp.train.model_copy(update={"log_model": True})})
-    tags = {"mlflow.parentRunId": parent_id, "ablab.study": tune.study_name,
-            "ablab.trial": "best", "ablab.stage": "tune"}  # fmt: skip
-    name = f"tune/{tune.study_name}/best"
-    result = train(exp, root, params.mlflow_experiment, run_name=name, extra_tags=tags)
-    client = MlflowClient()
-    experiment_id = client.get_run(result.run_id).info.experiment_id
-    models = [m for m in client.search_logged_models([experiment_id])
-              if m.source_run_id == result.run_id]  # fmt: skip
-    if not models:
-        return "not registered: this model family is not logged as an MLflow model"
-    version = mlflow.register_model(f"models:/{models[0].model_id}", tune.registry.name)
-    client.set_registered_model_alias(tune.registry.name, tune.registry.alias, version.version)
-    return f"{tune.registry.name}@{tune.registry.alias} (v{version.version})"

@@ -103,7 +103,8 @@ def test_dvc_repro_trains_every_experiment_and_suite_then_is_up_to_date(repo):
     assert set(suite) == {"baseline", "dropout"}
     tuned = json.loads((root / "results" / "tune" / "metrics.json").read_text())
     assert tuned["trials_complete"] + tuned["trials_pruned"] == 2
-    assert tuned["registered"].startswith("tiny-mlp@champion")
+    champion = json.loads((root / "results" / "tuned" / "metrics.json").read_text())
+    assert champion["registered"] == "tiny-mlp@champion (v1)"
     report = (root / "results" / "report" / "README.md").read_text()
     assert "## reg" in report and "| dropout |" in report
 
@@ -111,7 +112,7 @@ def test_dvc_repro_trains_every_experiment_and_suite_then_is_up_to_date(repo):
     experiment = client.get_experiment_by_name("ablab-test")
     runs = client.search_runs([experiment.experiment_id])
     names = sorted(r.info.run_name for r in runs)
-    tuning = ["tune/ablab/trial-0", "tune/ablab/trial-1", "tune/ablab/best", "tune/ablab"]
+    tuning = ["tune/ablab/trial-0", "tune/ablab/trial-1", "tuned/ablab", "tune/ablab"]
     assert names == sorted(["cnn", "cnn/explain", "gan", "mlp", "report", "suite/reg", *tuning] + [
         f"reg/{v}/seed{s}" for v in ("baseline", "dropout") for s in (1, 2)
     ])  # fmt: skip

@@ -120,7 +120,7 @@ def test_each_stage_depends_on_every_ablab_module_its_command_runs(stage):
 
 def test_editing_the_report_or_tune_retrains_nothing_and_the_cli_refetches_nothing():
     deps = stage_deps()
-    for stage in ("train", "pretrain", "suite", "explain", "evaluators"):
+    for stage in ("train", "pretrain", "suite", "explain", "evaluators", "tuned"):
         for module in ("src/ablab/report.py", "src/ablab/tune.py"):
             assert not any(module == d or module.startswith(d.rstrip("/") + "/")
                            for d in deps[stage][1]), (stage, module)  # fmt: skip

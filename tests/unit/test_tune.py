@@ -96,8 +96,7 @@ def test_study_resumes_under_the_same_parent_and_diverging_trials_fail(
     parents = [r for r in runs if r.data.tags.get("ablab.role") == "study"]
     assert len(parents) == 1
     parent = parents[0]
-    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
-              and r.data.tags["ablab.trial"] != "best"]  # fmt: skip
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(trials) == 6
     assert {r.data.tags["ablab.trial_state"] for r in trials} <= {"COMPLETE", "PRUNED"}
     # optuna-dashboard names the objective and links every trial to its MLflow run
@@ -114,8 +113,8 @@ def test_study_resumes_under_the_same_parent_and_diverging_trials_fail(
     assert parent.data.metrics["best_value"] == pytest.approx(second["best_value"])
     best = yaml.safe_load((tmp_path / "results" / "tune" / "best_params.yaml").read_text())
     assert set(best) == {"train.lr", "model.width"}
-    version = client.get_model_version_by_alias("unit-mlp", "champion")
-    assert int(version.version) == 2  # registered after each run of the stage
+    # the search registers nothing: `ablab tuned` does, once per best params
+    assert not client.search_registered_models()
     saved = json.loads((tmp_path / "results" / "tune" / "metrics.json").read_text())
     assert saved["trials_fail"] == 0
 
@@ -161,3 +160,32 @@ def test_objective_is_the_trials_best_epoch_and_a_hopeless_trial_is_pruned(tmp_p
         assert trial.value == pytest.approx(max(m.value for m in epochs))
         assert trial.value == pytest.approx(max(trial.intermediate_values.values()))
     assert runs["3"].data.tags["ablab.trial_state"] == "PRUNED"
+
+
+def test_the_champion_is_trained_once_per_best_params_on_the_full_data(tmp_path, digits_root):
+    """`ablab tuned`: the best params on the experiment's own data (not tune.common's subset),
+    registered with the alias; run again with the same best params, nothing is trained and the
+    alias does not move; new best params make a new version."""
+    from ablab.tuned import train_tuned
+
+    searched = {**TUNE, "common": {"train.max_epochs": 2, "data.subset": 200}}
+    params = load(write(tmp_path, searched, digits_root))
+    (tmp_path / "results" / "tune").mkdir(parents=True)
+    best = tmp_path / "results" / "tune" / "best_params.yaml"
+    best.write_text(yaml.safe_dump({"train.lr": 0.01, "model.width": 32}))
+    first = train_tuned(params, tmp_path)
+    assert first["registered"] == "unit-mlp@champion (v1)" and first["test_accuracy"] > 0.5
+    client = MlflowClient(tracking.tracking_uri(tmp_path))
+    version = client.get_model_version_by_alias("unit-mlp", "champion")
+    run = client.get_run(version.run_id)
+    assert run.data.params["model.width"] == "32" and run.info.run_name == "tuned/ablab"
+    full = json.loads((digits_root / "data" / "processed" / "digits" / "meta.json").read_text())
+    assert int(run.data.params["data.train_size"]) == full["split_sizes"]["train"]  # no subset
+    again = train_tuned(params, tmp_path)
+    assert again["registered"] == "unit-mlp@champion (v1, unchanged)"
+    assert again["test_accuracy"] == pytest.approx(first["test_accuracy"])
+    assert len(client.search_runs([run.info.experiment_id], "tags.`ablab.stage` = 'tuned'")) == 1
+    best.write_text(yaml.safe_dump({"train.lr": 0.02, "model.width": 32}))
+    assert train_tuned(params, tmp_path)["registered"] == "unit-mlp@champion (v2)"
+    saved = json.loads((tmp_path / "results" / "tuned" / "metrics.json").read_text())
+    assert saved["registered"] == "unit-mlp@champion (v2)"

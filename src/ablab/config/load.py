@@ -167,8 +167,11 @@ class Params(Strict):
         suite = self.suites[suite_name]
         return suite.headline or ENTRIES[self.experiments[suite.experiment].task].headline
 
-    def tuned_experiment(self, values: dict[str, Any], seed: int | None = None) -> Experiment:
-        """The tune section's experiment with `common` and one point of the space applied."""
+    def tuned_experiment(
+        self, values: dict[str, Any], seed: int | None = None, common: bool = True
+    ) -> Experiment:
+        """The tune section's experiment with `common` (unless False: the tuned model trains
+        as the experiment itself does, on its full data) and one point of the space applied."""
         tune = self.tune
         if tune.experiment not in self.experiments:
             raise ConfigError(
@@ -176,7 +179,8 @@ class Params(Strict):
                 f"defines: {', '.join(self.experiments)}"
             )
         base = self.experiments[tune.experiment].model_dump(exclude_unset=True)
-        tree = deep_merge(deep_merge(base, nest_overrides(tune.common)), nest_overrides(values))
+        shared = nest_overrides(tune.common) if common else {}
+        tree = deep_merge(deep_merge(base, shared), nest_overrides(values))
         entry = _entry(tree, "tune", self._source)
         if tune.metric not in entry.epoch_metrics:
             raise invalid(self._source, [
