@@ -123,10 +123,21 @@ def cmd_suite(args: argparse.Namespace) -> None:
     from ablab.suite import run_suite, suites_dir, variant_means
 
     recipe = "full" if args.full else "default"
+    if args.worker:  # started by `ablab suite NAME --workers N`
+        from ablab.suite import run_worker
+
+        threads = int(os.environ.get("ABLAB_SUITE_THREADS", 0)) or None
+        for name in names:
+            run_worker(params, name, _root(), os.environ["ABLAB_SUITE_PARENT"], recipe, threads)
+        return
     for name in names:
         run_pretrain(params, name, _root(), recipe=recipe)  # nothing, where already done
+        command = [sys.executable, "-m", "ablab.cli", "suite", name, "--worker",
+                   "--params", args.params, *(["--full"] if args.full else []),
+                   *(item for s in args.set for item in ("--set", s))]  # fmt: skip
         report = run_suite(params, name, _root(), results_dir=suites_dir(_root(), recipe),
-                           recipe=recipe)  # fmt: skip
+                           recipe=recipe, workers=args.workers,
+                           worker_command=command)  # fmt: skip
         for variant, means in variant_means(report).items():
             shown = ", ".join(f"{k} {v:.4f}" for k, v in means.items() if k != "diverged")
             print(f"{name}/{variant}: {shown or 'all seeds diverged'}")
@@ -358,6 +369,12 @@ def parser() -> argparse.ArgumentParser:
     suite_parser.add_argument("suites", nargs="*")
     full_help = "the suites' full-size recipes (results/full/)"
     suite_parser.add_argument("--full", action="store_true", help=full_help)
+    workers_help = (
+        "worker processes on this machine (default 1); another machine joins with "
+        "the same command, params and tune.storage"
+    )
+    suite_parser.add_argument("--workers", type=int, default=1, help=workers_help)
+    suite_parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     pretrain_help = "train the source networks of suites' network-based transfer (all suites)"
     add("pretrain", cmd_pretrain, pretrain_help).add_argument("suites", nargs="*")
     report_parser = add("report", cmd_report, "tables and plots of every suite -> results/report/")

@@ -40,16 +40,18 @@ def run_suite(
     results_dir: Path | None = None,
     fast_dev_run: bool | int = False,
     recipe: str = "default",
+    workers: int = 1,
+    worker_command: list[str] | None = None,
 ) -> dict:
     """Train every (variant, seed) of suite `suite_name` that its study has not finished, each
-    as one MLflow run under the suite's parent run; write predictions.npz, metrics.json and
-    runs.json; return runs.json's content. A unit that diverged is recorded, not retried; any
-    other error ends the parent run FAILED (KILLED on an interrupt), stops the suite and writes
-    nothing; finished units stay finished for the next call."""
+    as one MLflow run under the suite's parent run, in this process (`workers` 1) or in
+    `workers` processes running `worker_command` (`ablab suite NAME --worker ...`); then write
+    predictions.npz, metrics.json and runs.json and return runs.json's content. A unit that
+    diverged is recorded, not retried; any other error ends the parent run FAILED (KILLED on an
+    interrupt), stops the suite and writes nothing; finished units stay finished."""
     root = Path(root)
     runs = params.suite_runs(suite_name)  # raises ConfigError naming an unknown suite
     suite = params.suites[suite_name]
-    task = params.experiments[suite.experiment].task
     processed = Path(processed_dir or root / "data" / "processed")
     experiment_id = tracking.use_store(root, params.mlflow_experiment)
     client = MlflowClient()
@@ -62,13 +64,54 @@ def run_suite(
         left = len(runs) - len(reused)
         print(f"{suite_name}: {len(reused)} of {len(runs)} units already finished in study "
               f"{study.study_name}; training the other {left}", flush=True)  # fmt: skip
+    try:
+        if workers > 1 and worker_command:
+            units.spawn_workers(worker_command, workers, {"ABLAB_SUITE_PARENT": parent_id})
+        # then whatever is left: everything with one worker; after many, a unit whose
+        # worker died late (failed by heartbeat, queued again)
+        train_unit = unit_trainer(params, suite_name, root, processed, recipe, parent_id,
+                                  study, fast_dev_run)  # fmt: skip
+        units.work(study, runs, train_unit, params.suite_headline(suite_name), heartbeat)
+    except BaseException as exc:
+        killed = isinstance(exc, KeyboardInterrupt | SystemExit)
+        client.set_terminated(parent_id, RunStatus.to_string(
+            RunStatus.KILLED if killed else RunStatus.FAILED))  # fmt: skip
+        raise
+    units.close_zombies(client, parent_id)
+    client.set_terminated(parent_id)
+    return _write_results(params, suite_name, root, results_dir, recipe, parent_id, study)
+
+
+def run_worker(params: Params, suite_name: str, root: Path, parent_id: str,
+               recipe: str = "default", threads: int | None = None) -> None:  # fmt: skip
+    """One of `ablab suite NAME --workers N`'s processes: train waiting units of the suite's
+    study until none waits (`threads`: torch threads per unit, the machine's cores shared)."""
+    root = Path(root)
+    runs = params.suite_runs(suite_name)
+    if threads:
+        runs = [r.model_copy(update={"experiment": r.experiment.model_copy(update={
+            "train": r.experiment.train.model_copy(update={"threads": threads})})})
+            for r in runs]  # fmt: skip
+    processed = root / "data" / "processed"
+    tracking.use_store(root, params.mlflow_experiment)
+    study, heartbeat = units.unit_study(params, suite_name, params.suite_runs(suite_name), root,
+                                        processed, recipe)  # fmt: skip
+    train_unit = unit_trainer(params, suite_name, root, processed, recipe, parent_id, study)
+    units.work(study, runs, train_unit, params.suite_headline(suite_name), heartbeat)
+
+
+def unit_trainer(params: Params, suite_name: str, root: Path, processed: Path, recipe: str,
+                 parent_id: str, study, fast_dev_run: bool | int = False):  # fmt: skip
+    """train_unit(run) -> (runs.json's row, test predictions or None): one unit as an MLflow
+    child run of `parent_id`, with a progress line first."""
+    total = len(params.suite_runs(suite_name))
     headline, started, trained = params.suite_headline(suite_name), time.monotonic(), [0]
 
     def train_unit(run: SuiteRun) -> tuple[dict, dict | None]:
         done = units.finished(study)
         name = f"{suite_name}/{run.variant}/seed{run.seed}"
         best = best_so_far(list(done.values()), headline)
-        print(progress_line(len(done) + 1, len(runs), name, time.monotonic() - started, best,
+        print(progress_line(len(done) + 1, total, name, time.monotonic() - started, best,
                             headline, trained[0]), flush=True)  # fmt: skip
         row = {"variant": run.variant, "seed": run.seed}
         predicted = None
@@ -93,15 +136,15 @@ def run_suite(
         trained[0] += 1
         return row, predicted
 
-    try:
-        units.work(study, runs, train_unit, headline, heartbeat)
-    except BaseException as exc:
-        killed = isinstance(exc, KeyboardInterrupt | SystemExit)
-        client.set_terminated(parent_id, RunStatus.to_string(
-            RunStatus.KILLED if killed else RunStatus.FAILED))  # fmt: skip
-        raise
-    units.close_zombies(client, parent_id)
-    client.set_terminated(parent_id)
+    return train_unit
+
+
+def _write_results(params: Params, suite_name: str, root: Path, results_dir: Path | None,
+                   recipe: str, parent_id: str, study) -> dict:  # fmt: skip
+    """runs.json, metrics.json, epochs.csv and predictions.npz from the study's units."""
+    runs = params.suite_runs(suite_name)
+    suite = params.suites[suite_name]
+    task = params.experiments[suite.experiment].task
     rows, predictions = units.collect(study, runs)
     skew = runs[0].experiment.skew
     report = {

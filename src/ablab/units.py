@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -116,6 +118,17 @@ def work(study: optuna.Study, runs: list[SuiteRun],
             return
         time.sleep(heartbeat)  # another worker's unit, or a dead one's: heartbeats tell
         optuna.storages.fail_stale_trials(study)
+
+
+def spawn_workers(command: list[str], workers: int, env: dict[str, str]) -> None:
+    """`workers` processes running `command` (`ablab suite NAME --worker ...`), the machine's
+    cores shared among them; returns when all have exited (a killed one is noted)."""
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    env = {**os.environ, **env, "ABLAB_SUITE_THREADS": str(threads), "ABLAB_PROGRESS": "0"}
+    procs = [subprocess.Popen(command, env=env) for _ in range(workers)]
+    codes = [p.wait() for p in procs]
+    if any(codes):
+        print(f"note: worker exit codes {codes}; finished units are kept", flush=True)
 
 
 def collect(study: optuna.Study, runs: list[SuiteRun]) -> tuple[list[dict], dict]:

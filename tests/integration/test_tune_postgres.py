@@ -112,3 +112,57 @@ def test_two_workers_one_killed_every_trial_accounted_for(postgres, digits_root,
     metrics = json.loads((Path(tmp_path) / "results" / "tune" / "metrics.json").read_text())
     assert metrics["trials_fail"] == 1 and metrics["trials_complete"] >= N_TRIALS
     assert "registered" not in metrics  # workers and the search register nothing (`ablab tuned`)
+
+
+def test_a_suite_on_two_workers_survives_one_killed_mid_unit(postgres, digits_root, tmp_path):
+    """`ablab suite NAME --workers 2` on PostgreSQL: one worker SIGKILLed mid-unit; its unit
+    fails by heartbeat and is trained again; every (variant, seed) ends with exactly one
+    FINISHED run, none is left RUNNING, and runs.json is complete."""
+    from ablab import tracking
+
+    tree = {
+        **TINY_PARAMS,
+        "train": {**TINY_PARAMS["train"], "max_epochs": 25, "threads": 1,
+                  "early_stopping": {"enabled": False}},
+        "tune": {**TINY_PARAMS["tune"], "storage": postgres.url, "heartbeat_seconds": 1},
+        "suites": {"pg": {"experiment": "mlp", "seeds": [1, 2],
+                          "variants": {"a": {}, "b": {"model.dropout": 0.3}}}},
+    }  # fmt: skip
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tree))
+    (tmp_path / "data").symlink_to(digits_root / "data")
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "ablab.cli", "suite", "pg", "--workers", "2", "--params",
+         str(tmp_path / "params.yaml")],
+        env={**os.environ, "ABLAB_ROOT": str(tmp_path)}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    client = MlflowClient(tracking.tracking_uri(tmp_path))
+
+    def units() -> list:
+        experiment = client.get_experiment_by_name("ablab-test")
+        if experiment is None:
+            return []
+        found = client.search_runs([experiment.experiment_id], "tags.`ablab.suite` = 'pg'")
+        return [r for r in found if r.info.run_name.count("/") == 2]
+
+    killed, deadline = None, time.time() + 240
+    while killed is None and time.time() < deadline:
+        time.sleep(0.1)
+        workers = children(launcher.pid)
+        running = [r for r in units() if r.info.status == "RUNNING"]
+        if len(workers) == 2 and len(running) == 2:
+            os.kill(workers[0], signal.SIGKILL)
+            killed = workers[0]
+    assert killed is not None, "never saw both workers mid-unit"
+    out, _ = launcher.communicate(timeout=300)
+    assert launcher.returncode == 0, out[-3000:]
+    runs = units()
+    for variant in ("a", "b"):
+        for seed in (1, 2):
+            name = f"pg/{variant}/seed{seed}"
+            states = [r.info.status for r in runs if r.info.run_name == name]
+            assert states.count("FINISHED") == 1, (name, states)
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    assert [r.info.status for r in runs].count("KILLED") == 1  # the killed worker's unit
+    report = json.loads((tmp_path / "results" / "suites" / "pg" / "runs.json").read_text())
+    assert [r["status"] for r in report["runs"]] == ["finished"] * 4
