@@ -29,6 +29,10 @@ def _runs(root: Path, experiment: str) -> pd.DataFrame:
     for column in wanted:
         if column not in runs:
             runs[column] = None
+    for name in ("seconds_per_epoch", "epochs_trained"):  # summary.* tags since the charts
+        tag = f"tags.summary.{name}"  # page holds curves only; metrics in older stores
+        if tag in runs:
+            runs[f"metrics.{name}"] = runs[tag].astype(float).fillna(runs[f"metrics.{name}"])
     runs = runs[runs.end_time.notna()].copy()
     runs["seconds"] = (runs.end_time - runs.start_time).dt.total_seconds()
     columns = (runs["tags.ablab.stage"], runs["tags.ablab.suite"], runs["tags.mlflow.runName"])
