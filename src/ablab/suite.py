@@ -64,15 +64,21 @@ def run_suite(
         left = len(runs) - len(reused)
         print(f"{suite_name}: {len(reused)} of {len(runs)} units already finished in study "
               f"{study.study_name}; training the other {left}", flush=True)  # fmt: skip
+    helpers = []
     try:
-        if workers > 1 and worker_command:
-            units.spawn_workers(worker_command, workers, {"ABLAB_SUITE_PARENT": parent_id})
-        # then whatever is left: everything with one worker; after many, a unit whose
-        # worker died late (failed by heartbeat, queued again)
+        if workers > 1 and worker_command:  # this process is one of the workers
+            helpers, threads = units.spawn_workers(worker_command, workers - 1,
+                                                   {"ABLAB_SUITE_PARENT": parent_id})  # fmt: skip
+            runs = [_with_threads(r, threads) for r in runs]
         train_unit = unit_trainer(params, suite_name, root, processed, recipe, parent_id,
                                   study, fast_dev_run)  # fmt: skip
         units.work(study, runs, train_unit, params.suite_headline(suite_name), heartbeat)
+        if helpers:  # then what they left: a unit whose worker died late, queued again
+            units.wait_for(helpers)
+            units.work(study, runs, train_unit, params.suite_headline(suite_name), heartbeat)
     except BaseException as exc:
+        for helper in helpers:
+            helper.kill()
         killed = isinstance(exc, KeyboardInterrupt | SystemExit)
         client.set_terminated(parent_id, RunStatus.to_string(
             RunStatus.KILLED if killed else RunStatus.FAILED))  # fmt: skip
@@ -87,17 +93,22 @@ def run_worker(params: Params, suite_name: str, root: Path, parent_id: str,
     """One of `ablab suite NAME --workers N`'s processes: train waiting units of the suite's
     study until none waits (`threads`: torch threads per unit, the machine's cores shared)."""
     root = Path(root)
-    runs = params.suite_runs(suite_name)
-    if threads:
-        runs = [r.model_copy(update={"experiment": r.experiment.model_copy(update={
-            "train": r.experiment.train.model_copy(update={"threads": threads})})})
-            for r in runs]  # fmt: skip
+    runs = [_with_threads(r, threads) for r in params.suite_runs(suite_name)]
     processed = root / "data" / "processed"
     tracking.use_store(root, params.mlflow_experiment)
     study, heartbeat = units.unit_study(params, suite_name, params.suite_runs(suite_name), root,
                                         processed, recipe)  # fmt: skip
     train_unit = unit_trainer(params, suite_name, root, processed, recipe, parent_id, study)
-    units.work(study, runs, train_unit, params.suite_headline(suite_name), heartbeat)
+    # leaves when nothing waits: the command that started it waits out the rest
+    units.work(study, runs, train_unit, params.suite_headline(suite_name), heartbeat, wait=False)
+
+
+def _with_threads(run: SuiteRun, threads: int | None) -> SuiteRun:
+    """The unit with `threads` torch threads (a worker's share of the cores); None: as is."""
+    if not threads:
+        return run
+    train = run.experiment.train.model_copy(update={"threads": threads})
+    return run.model_copy(update={"experiment": run.experiment.model_copy(update={"train": train})})
 
 
 def unit_trainer(params: Params, suite_name: str, root: Path, processed: Path, recipe: str,

@@ -92,9 +92,10 @@ def enqueue_missing(study: optuna.Study, runs: list[SuiteRun]) -> None:
 
 def work(study: optuna.Study, runs: list[SuiteRun],
          train_unit: Callable[[SuiteRun], tuple[dict, dict | None]], headline: str,
-         heartbeat: int) -> None:  # fmt: skip
-    """Train waiting units one after the other until none waits or runs: a unit another
-    worker holds is waited for; one whose worker died fails by heartbeat and waits again."""
+         heartbeat: int, wait: bool = True) -> None:  # fmt: skip
+    """Train waiting units one after the other until none waits; with `wait`, until none
+    runs either: a unit another worker holds is waited for (polled each second), and one whose
+    worker died fails by heartbeat after two intervals and is trained here."""
     by_key = {unit_key(r): r for r in runs}
 
     def objective(trial: optuna.Trial) -> float:
@@ -114,18 +115,23 @@ def work(study: optuna.Study, runs: list[SuiteRun],
         if _trials(study, TrialState.WAITING):
             study.optimize(objective, n_trials=1)  # pops the oldest waiting trial
             continue
-        if not _trials(study, TrialState.RUNNING):
+        if not wait or not _trials(study, TrialState.RUNNING):
             return
-        time.sleep(heartbeat)  # another worker's unit, or a dead one's: heartbeats tell
-        optuna.storages.fail_stale_trials(study)
+        time.sleep(min(1.0, heartbeat))  # another worker's unit, or a dead one's: heartbeats
+        optuna.storages.fail_stale_trials(study)  # tell (FAIL, then queued again)
 
 
-def spawn_workers(command: list[str], workers: int, env: dict[str, str]) -> None:
-    """`workers` processes running `command` (`ablab suite NAME --worker ...`), the machine's
-    cores shared among them; returns when all have exited (a killed one is noted)."""
-    threads = max(1, (os.cpu_count() or 1) // workers)
+def spawn_workers(command: list[str], count: int,
+                  env: dict[str, str]) -> tuple[list[subprocess.Popen], int]:  # fmt: skip
+    """`count` processes running `command` (`ablab suite NAME --worker ...`) beside this one,
+    the machine's cores shared among all; (the processes, torch threads per worker)."""
+    threads = max(1, (os.cpu_count() or 1) // (count + 1))
     env = {**os.environ, **env, "ABLAB_SUITE_THREADS": str(threads), "ABLAB_PROGRESS": "0"}
-    procs = [subprocess.Popen(command, env=env) for _ in range(workers)]
+    return [subprocess.Popen(command, env=env) for _ in range(count)], threads
+
+
+def wait_for(procs: list[subprocess.Popen]) -> None:
+    """Until every worker has exited; a killed one is noted (its unit is queued again)."""
     codes = [p.wait() for p in procs]
     if any(codes):
         print(f"note: worker exit codes {codes}; finished units are kept", flush=True)

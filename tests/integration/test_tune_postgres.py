@@ -23,8 +23,8 @@ pytestmark = pytest.mark.integration
 N_TRIALS = 6
 
 
-@pytest.fixture
-def postgres():
+@pytest.fixture(scope="module")
+def postgres():  # one server for the module: each test uses its own study
     server = Postgres().start()
     yield server
     server.stop()
@@ -122,7 +122,7 @@ def test_a_suite_on_two_workers_survives_one_killed_mid_unit(postgres, digits_ro
 
     tree = {
         **TINY_PARAMS,
-        "train": {**TINY_PARAMS["train"], "max_epochs": 25, "threads": 1,
+        "train": {**TINY_PARAMS["train"], "max_epochs": 150, "threads": 1,
                   "early_stopping": {"enabled": False}},
         "tune": {**TINY_PARAMS["tune"], "storage": postgres.url, "heartbeat_seconds": 1},
         "suites": {"pg": {"experiment": "mlp", "seeds": [1, 2],
@@ -146,13 +146,13 @@ def test_a_suite_on_two_workers_survives_one_killed_mid_unit(postgres, digits_ro
         return [r for r in found if r.info.run_name.count("/") == 2]
 
     killed, deadline = None, time.time() + 240
-    while killed is None and time.time() < deadline:
+    while killed is None and time.time() < deadline and launcher.poll() is None:
         time.sleep(0.1)
-        workers = children(launcher.pid)
+        helpers = children(launcher.pid)  # the command is one worker, the helper the other
         running = [r for r in units() if r.info.status == "RUNNING"]
-        if len(workers) == 2 and len(running) == 2:
-            os.kill(workers[0], signal.SIGKILL)
-            killed = workers[0]
+        if len(helpers) == 1 and len(running) == 2:
+            os.kill(helpers[0], signal.SIGKILL)
+            killed = helpers[0]
     assert killed is not None, "never saw both workers mid-unit"
     out, _ = launcher.communicate(timeout=300)
     assert launcher.returncode == 0, out[-3000:]
