@@ -212,3 +212,43 @@ def test_explain_says_what_it_cannot_explain(store, monkeypatch, capsys, what, s
         explain(store, monkeypatch, what)
     assert stop.value.code == 2
     assert says in capsys.readouterr().err
+
+
+def test_a_text_classifiers_attention_is_explained_and_scored_on_tokens(
+    tmp_path, tiny_params_file, monkeypatch
+):
+    """A GRU with attention pooling: its attention maps over test texts, token deletion and
+    insertion against a random order, the randomization check; a network without attention
+    is refused with what would have one."""
+    from tests.conftest import write_random_text
+
+    write_random_text(tmp_path / "data" / "processed", "tweets", per_split=40)
+    gru = "{arch: rnn, cell: gru, embedding_dim: 8, hidden_size: 8, pooling: POOL}"
+    params = load(tiny_params_file, [
+        f"experiments.att={{task: classify, model: {gru.replace('POOL', 'attention')}, "
+        "data: {dataset: tweets}}",
+        f"experiments.last={{task: classify, model: {gru.replace('POOL', 'last')}, "
+        "data: {dataset: tweets}}",
+        "train.log_model=true",
+    ])  # fmt: skip
+    for name in ("att", "last"):
+        run_experiment(params, name, tmp_path)
+    (tmp_path / "params.yaml").write_text(tiny_params_file.read_text())
+    overrides = [item for s in (
+        f"experiments.att={{task: classify, model: {gru.replace('POOL', 'attention')}, "
+        "data: {dataset: tweets}}",
+        f"experiments.last={{task: classify, model: {gru.replace('POOL', 'last')}, "
+        "data: {dataset: tweets}}",
+        "explain.steps=6", "explain.images=40") for item in ("--set", s)]  # fmt: skip
+    explain(tmp_path, monkeypatch, "att", *overrides)
+    client = MlflowClient(tracking.tracking_uri(tmp_path))
+    experiment = client.get_experiment_by_name("ablab-test")
+    (child,) = client.search_runs([experiment.experiment_id], "tags.`ablab.stage` = 'explain'")
+    metrics = child.data.metrics
+    for key in ("attention_deletion_auc", "attention_insertion_auc", "random_deletion_auc",
+                "attention_randomization_rank_correlation"):  # fmt: skip
+        assert -1 <= metrics[key] <= 1, key
+    artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+    assert {"explanations.png", "faithfulness.png"} <= artifacts
+    with pytest.raises(SystemExit):
+        explain(tmp_path, monkeypatch, "last", *overrides)

@@ -47,8 +47,11 @@ def test_each_readme_ablab_command_parses_and_loads(command):
     for kind, known in NAMES.items():
         for name in getattr(args, kind, None) or []:
             assert name in known, f"{command}: {name} is not one of the {kind}"
-    for name in getattr(args, "models", None) or []:  # explain: experiments or registry URIs
-        assert name.startswith("models:/") or name in PARAMS.experiments, command
+    for name in getattr(args, "models", None) or []:  # explain: experiments, registry URIs
+        suite, _, variant = name.partition("/")  # or a suite unit's run name
+        unit = suite in PARAMS.suites and variant.split("/")[0] in {
+            r.variant for r in PARAMS.suite_runs(suite)}  # fmt: skip
+        assert name.startswith("models:/") or name in PARAMS.experiments or unit, command
     if getattr(args, "params", "params.yaml") == "params.yaml":
         load(
             REPO / "params.yaml", getattr(args, "set", [])

@@ -221,7 +221,7 @@ class Params(Strict):
             )
 
     def check_explained(self) -> None:
-        """explain.experiments name image classifiers of this file (ConfigError names one)."""
+        """explain.experiments name classifiers of this file (ConfigError names one)."""
         for name in self.explain.experiments:
             if name not in self.experiments:
                 raise ConfigError(
@@ -229,12 +229,11 @@ class Params(Strict):
                     f"{self._source} defines: {', '.join(self.experiments)}"
                 )
             exp = self.experiment(name)
-            if exp.task != "classify" or DATASETS[exp.dataset][0] != "image":
+            if exp.task != "classify" or DATASETS[exp.dataset][0] not in ("image", "text"):
                 raise ConfigError(
                     f"{self._source}: explain.experiments: {name!r} is a {exp.task} experiment "
-                    f"on {exp.dataset}; explain takes image classifiers (task classify on "
-                    + ", ".join(d for d, (kind, _) in DATASETS.items() if kind == "image")
-                    + ")"
+                    f"on {exp.dataset}; explain takes classifiers of images or text (task "
+                    "classify)"
                 )
 
 

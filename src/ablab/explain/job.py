@@ -102,12 +102,17 @@ def load_classifier(target: Target) -> tuple[nn.Module, Experiment, dict]:
     with tempfile.TemporaryDirectory(prefix="ablab-explain-") as folder:
         local = Path(mlflow.artifacts.download_artifacts(target.model_uri, dst_path=folder))
         meta = json.loads((local / "artifacts" / "preprocessing.json").read_text())
-        if meta.get("input", "image") != "image":
-            raise ConfigError(
-                f"{target.label}: a text classifier; its explanation is the attention map its run "
-                "logged (attention.png); explain takes image classifiers"
-            )
         traced = torch.jit.load(str(local / "artifacts" / "network.pt"))
+    if meta.get("input") == "text":  # the traced network is the classifier itself
+        state = dict(traced.state_dict())
+        rows = next(v.shape[0] for k, v in state.items() if k.endswith("embedding.weight"))
+        net = build(exp.model, (int(meta["max_len"]),), len(meta["classes"]), rows)
+        network_regularizers(net, exp)
+        net.load_state_dict(state)
+        net.eval()
+        for p in net.parameters():
+            p.requires_grad_(False)
+        return net, exp, meta
     state = {k.removeprefix("net."): v for k, v in traced.state_dict().items()
              if k.startswith("net.")}  # fmt: skip
     net = build(exp.model, tuple(meta["image_shape"]), len(meta["classes"]))
@@ -268,6 +273,45 @@ def pictures(model: nn.Module, x: torch.Tensor, y: torch.Tensor, meta: dict,
     return out  # fmt: skip
 
 
+def _explain_text(net: nn.Module, exp: Experiment, meta: dict, target: Target, root: Path,
+                  cfg: ExplainParams) -> tuple[Explanation, float, dict[str, bytes]]:  # fmt: skip
+    """A text classifier's attention maps, their faithfulness on tokens and the pictures:
+    (the explanation, the rebuilt network's test accuracy, the PNGs)."""
+    from ablab.explain import text
+    from ablab.families import family
+    from ablab.families.classify import attention_figure
+
+    if not text.attends(net):
+        raise ConfigError(
+            f"{target.label}: this text classifier computes no attention map to explain; a "
+            "transformer, or an rnn with model.pooling attention, does"
+        )
+    data = family(exp.task).data(exp, root / "data" / "processed")
+    data.setup()
+    tokens, lengths, labels = data.tensors["test"].tensors
+    predicted, confidence, weights = text.predict(net, tokens, lengths)
+    accuracy = float((predicted == labels).float().mean())
+    metrics, table, curves = text.explain_text(net, tokens, lengths, cfg)
+    rho = table["attention"]["randomization_rank_correlation"]
+    failing = ["attention"] if rho >= cfg.sanity_threshold else []
+    result = Explanation(metrics, table, curves, {}, failing)
+    classes, title = list(meta["classes"]), target.run.info.run_name
+    rows = []
+    for i in example_rows(labels, predicted, classes, cfg.examples_per_class):
+        words = [data.vocab[t] for t in tokens[i, : lengths[i]].tolist()]
+        caption = (f"true {classes[int(labels[i])]}, predicted {classes[int(predicted[i])]} "
+                   f"{confidence[i]:.2f}")  # fmt: skip
+        rows.append((words, weights[i, : lengths[i]].tolist(), caption))
+    images = {
+        "explanations.png": png_bytes(attention_figure(rows, f"{title}: attention (true -> "
+                                                              "predicted)")),
+        "faithfulness.png": png_bytes(figures.faithfulness_figure(
+            table, curves, cfg.sanity_threshold,
+            f"{title}: faithfulness over {metrics['explained_texts']} test texts (tokens)")),
+    }  # fmt: skip
+    return result, accuracy, images
+
+
 def run_explain(params: Params, what: str, root: Path) -> dict[str, float]:
     """Explain one model (see the module's doc); returns the metrics logged."""
     cfg = params.explain
@@ -276,17 +320,20 @@ def run_explain(params: Params, what: str, root: Path) -> dict[str, float]:
     client = MlflowClient()
     target = locate(client, experiment_id, params, what)
     model, exp, meta = load_classifier(target)
-    x, y = test_images(exp, root / "data" / "processed", meta, target.run)
-    predicted, _ = predict(model, x)
-    accuracy = float((predicted == y).float().mean())
+    torch.set_num_threads(exp.train.threads)
+    if meta.get("input") == "text":
+        result, accuracy, images = _explain_text(model, exp, meta, target, root, cfg)
+    else:
+        x, y = test_images(exp, root / "data" / "processed", meta, target.run)
+        predicted, _ = predict(model, x)
+        accuracy = float((predicted == y).float().mean())
+        result, images = explain_model(model, x, cfg, list(cfg.methods)), None
     logged = target.run.data.metrics.get("test_accuracy")
     if logged is not None and abs(accuracy - logged) > 1e-3:
         raise ConfigError(
             f"{target.label}: the rebuilt network scores {accuracy:.4f} on the test split, its "
             f"run logged {logged:.4f}: the model does not match its run's params"
         )
-    torch.set_num_threads(exp.train.threads)
-    result = explain_model(model, x, cfg, list(cfg.methods))
     result.metrics["test_accuracy"] = accuracy
     parent = target.run.info
     tags = {
@@ -301,7 +348,7 @@ def run_explain(params: Params, what: str, root: Path) -> dict[str, float]:
                           tags=tags) as run:  # fmt: skip
         tracking.log_params(run.info.run_id, tracking.flatten(cfg.model_dump(mode="json")))
         tracking.log_metrics(run.info.run_id, result.metrics)
-        images = pictures(model, x, y, meta, cfg, result, title)
+        images = images or pictures(model, x, y, meta, cfg, result, title)
         tracking.log_artifacts({**images, "faithfulness.json": result.table})
         url = tracking.run_url(run.info.experiment_id, run.info.run_id)
     if what in params.experiments:
