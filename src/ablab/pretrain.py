@@ -15,7 +15,7 @@ from pathlib import Path
 from ablab.config import Params
 from ablab.config.pretraining import pretraining, pretraining_key
 from ablab.files import write_atomic
-from ablab.imports import closure
+from ablab.imports import SRC, closure
 
 
 def pretrained_dir(root: Path, suite_name: str, recipe: str = "default") -> Path:
@@ -70,5 +70,5 @@ def code_hash() -> str:
     command line keeps it."""
     digest = hashlib.sha256()
     for path in sorted(closure({"ablab.pretrain"})):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+        digest.update(str(path.relative_to(SRC)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]

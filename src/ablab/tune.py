@@ -257,8 +257,8 @@ def run_tune(
     params: Params, root: Path, workers: int = 1, params_file: str = "params.yaml",
     sets: list[str] | None = None, cores: int | None = None,
 ) -> dict:  # fmt: skip
-    """The tune stage: open (or resume) the study, run `workers` worker processes (threads
-    per worker chosen so that workers x threads <= cores), then report and register."""
+    """The tune stage: open (or resume) the study, run trials here and in `workers` - 1 more
+    processes (threads per worker chosen so that workers x threads <= cores), then report."""
     if params.tune is None:
         raise ConfigError("params.yaml: no tune section")
     root = Path(root)
@@ -266,16 +266,24 @@ def run_tune(
     parent_id = parent_run(params, root, study)
     cores = cores or os.cpu_count() or 1
     threads = max(1, cores // workers)
-    if workers == 1:
+    helpers = []
+    if workers > 1:  # this process is one of the workers; the others start beside it
+        helpers = _spawn_workers(root, workers - 1, threads, parent_id, params_file, sets or [])
+    try:
         work(params, root, parent_id, threads)
-    else:
-        _spawn_workers(root, workers, threads, parent_id, params_file, sets or [])
+    except BaseException:
+        for helper in helpers:
+            helper.kill()
+        raise
+    codes = [p.wait() for p in helpers]
+    if any(codes):
+        print(f"note: worker exit codes {codes}; finished trials are kept", flush=True)
     return finish(params, root, study, parent_id)
 
 
 def _spawn_workers(
     root: Path, workers: int, threads: int, parent_id: str, params_file: str, sets: list[str]
-) -> None:
+) -> list[subprocess.Popen]:
     env = {
         **os.environ,
         "ABLAB_ROOT": str(root),
@@ -285,10 +293,7 @@ def _spawn_workers(
     }  # fmt: skip  (workers' bars would overwrite each other)
     command = [sys.executable, "-m", "ablab.cli", "tune", "--worker", "--params", params_file]
     command += [item for s in sets for item in ("--set", s)]
-    procs = [subprocess.Popen(command, env=env) for _ in range(workers)]
-    codes = [p.wait() for p in procs]
-    if any(codes):
-        print(f"note: worker exit codes {codes}; finished trials are kept", flush=True)
+    return [subprocess.Popen(command, env=env) for _ in range(workers)]
 
 
 def finish(params: Params, root: Path, study: optuna.Study, parent_id: str) -> dict:

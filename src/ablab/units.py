@@ -25,7 +25,7 @@ from optuna.trial import TrialState
 from ablab import studies
 from ablab.config import Params, SuiteRun
 from ablab.config.load import datasets_of
-from ablab.imports import closure
+from ablab.imports import SRC, closure
 
 UNIT = "unit"  # the trial's user attr naming its unit: "<variant>/seed<n>"
 
@@ -46,7 +46,7 @@ def study_key(runs: list[SuiteRun], processed_dir: Path, recipe: str,
         data[name] = json.loads(meta.read_text()).get("data_hash") if meta.exists() else None
     code = hashlib.sha256()
     for path in sorted(_training_code()):
-        code.update(path.name.encode() + b"\0" + path.read_bytes())
+        code.update(str(path.relative_to(SRC)).encode() + b"\0" + path.read_bytes())
     what = {"units": [r.model_dump(mode="json") for r in runs], "data": data,
             "code": code.hexdigest(), "recipe": recipe, "fast_dev_run": fast_dev_run}  # fmt: skip
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]

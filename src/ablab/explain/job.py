@@ -124,8 +124,8 @@ def load_classifier(target: Target) -> tuple[nn.Module, Experiment, dict]:
     return maps.without_inplace(model), exp, meta
 
 
-def test_images(exp: Experiment, processed_dir: Path, meta: dict, run: Run):
-    """The run's test split as pixels in [0, 1] and labels; the data must be the run's."""
+def run_data(exp: Experiment, processed_dir: Path, run: Run):
+    """The experiment's data module, set up; it must hold the data the run was trained on."""
     from ablab.families import family
 
     data = family(exp.task).data(exp, processed_dir)
@@ -136,6 +136,13 @@ def test_images(exp: Experiment, processed_dir: Path, meta: dict, run: Run):
             f"(data hash {data.meta['data_hash']} vs {run.data.tags.get('ablab.data_hash')}); "
             "retrain it before explaining"
         )
+    return data
+
+
+def test_images(exp: Experiment, processed_dir: Path, meta: dict, run: Run):
+    """The run's test split as pixels in [0, 1] and labels; the data must be the run's."""
+
+    data = run_data(exp, processed_dir, run)
     x, y = data.tensors["test"].tensors
     x = (x.float() * meta["std"] + meta["mean"]).clamp(0, 1)
     return x.contiguous(), y
@@ -278,7 +285,6 @@ def _explain_text(net: nn.Module, exp: Experiment, meta: dict, target: Target, r
     """A text classifier's attention maps, their faithfulness on tokens and the pictures:
     (the explanation, the rebuilt network's test accuracy, the PNGs)."""
     from ablab.explain import text
-    from ablab.families import family
     from ablab.families.classify import attention_figure
 
     if not text.attends(net):
@@ -286,8 +292,7 @@ def _explain_text(net: nn.Module, exp: Experiment, meta: dict, target: Target, r
             f"{target.label}: this text classifier computes no attention map to explain; a "
             "transformer, or an rnn with model.pooling attention, does"
         )
-    data = family(exp.task).data(exp, root / "data" / "processed")
-    data.setup()
+    data = run_data(exp, root / "data" / "processed", target.run)
     tokens, lengths, labels = data.tensors["test"].tensors
     predicted, confidence, weights = text.predict(net, tokens, lengths)
     accuracy = float((predicted == labels).float().mean())
@@ -321,13 +326,15 @@ def run_explain(params: Params, what: str, root: Path) -> dict[str, float]:
     target = locate(client, experiment_id, params, what)
     model, exp, meta = load_classifier(target)
     torch.set_num_threads(exp.train.threads)
+    parent = target.run.info
     if meta.get("input") == "text":
         result, accuracy, images = _explain_text(model, exp, meta, target, root, cfg)
     else:
         x, y = test_images(exp, root / "data" / "processed", meta, target.run)
         predicted, _ = predict(model, x)
         accuracy = float((predicted == y).float().mean())
-        result, images = explain_model(model, x, cfg, list(cfg.methods)), None
+        result = explain_model(model, x, cfg, list(cfg.methods))
+        images = pictures(model, x, y, meta, cfg, result, parent.run_name)
     logged = target.run.data.metrics.get("test_accuracy")
     if logged is not None and abs(accuracy - logged) > 1e-3:
         raise ConfigError(
@@ -335,7 +342,6 @@ def run_explain(params: Params, what: str, root: Path) -> dict[str, float]:
             f"run logged {logged:.4f}: the model does not match its run's params"
         )
     result.metrics["test_accuracy"] = accuracy
-    parent = target.run.info
     tags = {
         "mlflow.parentRunId": parent.run_id, "ablab.explains": parent.run_id,
         "ablab.stage": "explain", "ablab.experiment": exp.name, "ablab.model_uri": target.model_uri,
@@ -343,12 +349,10 @@ def run_explain(params: Params, what: str, root: Path) -> dict[str, float]:
         **{f"ablab.explain.fails_sanity.{m}": "true" for m in result.failing},
         **tracking.commit_tag(root),
     }  # fmt: skip
-    title = f"{parent.run_name}"
-    with mlflow.start_run(experiment_id=parent.experiment_id, run_name=f"{title}/explain",
-                          tags=tags) as run:  # fmt: skip
+    with mlflow.start_run(experiment_id=parent.experiment_id,
+                          run_name=f"{parent.run_name}/explain", tags=tags) as run:  # fmt: skip
         tracking.log_params(run.info.run_id, tracking.flatten(cfg.model_dump(mode="json")))
         tracking.log_metrics(run.info.run_id, result.metrics)
-        images = images or pictures(model, x, y, meta, cfg, result, title)
         tracking.log_artifacts({**images, "faithfulness.json": result.table})
         url = tracking.run_url(run.info.experiment_id, run.info.run_id)
     if what in params.experiments:
