@@ -243,14 +243,25 @@ def work(params: Params, root: Path, parent_id: str, threads: int) -> None:
     study = load_study(params, root)
     tune = params.tune
     done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
-    if tune.n_trials is not None and done >= tune.n_trials:
-        return
-    study.optimize(
-        objective_for(params, root, parent_id, threads),
-        timeout=tune.timeout,
-        callbacks=[_Budget(tune.n_trials)],
-        catch=(),
-    )
+    objective = objective_for(params, root, parent_id, threads)
+    budget = _Budget(tune.n_trials)
+    if tune.n_trials is None or done < tune.n_trials:
+        study.optimize(objective, timeout=tune.timeout, callbacks=[budget], catch=())
+    _drain(study, objective, budget, tune.heartbeat_seconds)
+
+
+def _drain(study: optuna.Study, objective, budget: _Budget, heartbeat: int) -> None:
+    """After the budget: a trial still RUNNING is another worker's (waited for) or a dead
+    worker's, which fails by heartbeat after two intervals; its retry (WAITING) is trained
+    here, so the study never ends with a trial left RUNNING or a retry never run."""
+    while True:
+        optuna.storages.fail_stale_trials(study)  # FAIL, and the retry queued
+        if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            study.optimize(objective, n_trials=1, callbacks=[budget], catch=())
+        elif study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            time.sleep(min(1.0, heartbeat))
+        else:
+            return
 
 
 def run_tune(

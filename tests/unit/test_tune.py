@@ -3,14 +3,16 @@
 import copy
 import json
 import re
+import time
 
 import optuna
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from ablab import tracking
+from ablab import studies, tracking
 from ablab.config import ConfigError, load
 from ablab.studies import StorageError, masked
 from ablab.tune import run_tune
@@ -117,6 +119,22 @@ def test_study_resumes_under_the_same_parent_and_diverging_trials_fail(
     assert not client.search_registered_models()
     saved = json.loads((tmp_path / "results" / "tune" / "metrics.json").read_text())
     assert saved["trials_fail"] == 0
+
+    # a worker died mid-trial after the budget was spent (its trial RUNNING, heartbeat stopped):
+    # the next run fails it by heartbeat and trains its retry, leaving nothing RUNNING
+    beating = load(write(tmp_path, {**TUNE, "n_trials": 6, "heartbeat_seconds": 1}))
+    storage = studies.open_storage(f"sqlite:///{tmp_path}/mlruns/optuna.db", 1, 1)
+    dead = optuna.load_study(study_name="ablab", storage=storage).ask()
+    storage.record_heartbeat(dead._trial_id)
+    time.sleep(2.5)  # two heartbeat intervals: stale
+    third = run_tune(beating, tmp_path)
+    study = optuna.load_study(study_name="ablab", storage=storage)
+    states = {t.number: t.state for t in study.trials}
+    assert states[dead.number] == TrialState.FAIL and third["trials_fail"] == 1
+    assert TrialState.RUNNING not in states.values() and TrialState.WAITING not in states.values()
+    retried = [t for t in study.trials
+               if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == dead.number]  # fmt: skip
+    assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
 
     # a space where one point diverges: the trial is FAIL with its reason, the study goes on
     l2 = {"type": "categorical", "choices": [0.0, 1000.0]}
