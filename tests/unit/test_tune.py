@@ -132,8 +132,8 @@ def test_study_resumes_under_the_same_parent_and_diverging_trials_fail(
     states = {t.number: t.state for t in study.trials}
     assert states[dead.number] == TrialState.FAIL and third["trials_fail"] == 1
     assert TrialState.RUNNING not in states.values() and TrialState.WAITING not in states.values()
-    retried = [t for t in study.trials
-               if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == dead.number]  # fmt: skip
+    retry_of = RetryHeartbeatStaleTrialCallback.retried_trial_number
+    retried = [t for t in study.trials if retry_of(t) == dead.number]
     assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
 
     # a space where one point diverges: the trial is FAIL with its reason, the study goes on
