@@ -172,3 +172,18 @@ def test_a_stratified_subset_keeps_the_class_proportions_exactly():
     assert np.bincount(labels[kept]).tolist() == [60, 30, 10]
     assert len(set(kept.tolist())) == 100
     assert not np.array_equal(kept, samplers.stratified_subset(idx, labels, 100, seed=4))
+
+
+def test_data_subset_is_stratified_in_the_data_module(digits_root):
+    """`subset: N` keeps N training examples in the training split's class proportions."""
+    folder = digits_root / "data" / "processed" / "digits"
+    full = ImageDataModule(folder, 32, seed=1, normalize=False)
+    full.setup()
+    part = ImageDataModule(folder, 32, seed=1, subset=200, normalize=False)
+    part.setup()
+    counts = torch.bincount(full.train_labels, minlength=10).double()
+    kept = torch.bincount(part.train_labels, minlength=10).double()
+    assert int(kept.sum()) == 200
+    assert torch.all((kept - 200 * counts / counts.sum()).abs() <= 1)  # each class within one
+    rows = {r.numpy().tobytes() for r in full.tensors["train"].tensors[0].flatten(1)}
+    assert all(r.numpy().tobytes() in rows for r in part.tensors["train"].tensors[0].flatten(1))

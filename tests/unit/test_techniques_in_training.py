@@ -104,3 +104,54 @@ def test_disturb_label_trains_on_disturbed_labels_and_reports_the_true_loss(tmp_
                    digits_root / "data" / "processed")  # fmt: skip
     last = result.history[-1]
     assert last["train_objective"] > last["train_loss"] + 0.3
+
+
+class Batches(pl.Callback):
+    """The image batches the training and validation steps were handed (after Lightning's
+    transfer hooks, where augmentation and input noise act)."""
+
+    def __init__(self) -> None:
+        self.train: list[torch.Tensor] = []
+        self.val: list[torch.Tensor] = []
+        self.data = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.train.append(batch[0].detach().clone())
+        self.data = trainer.datamodule
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dl_idx=0) -> None:
+        self.val.append(batch[0].detach().clone())
+
+
+def _unchanged(batches: list[torch.Tensor], split: torch.Tensor) -> float:
+    """The fraction of the batches' images that are, byte for byte, images of the split."""
+    rows = {r.numpy().tobytes() for r in split.flatten(1)}
+    seen = torch.cat(batches).flatten(1)
+    return sum(r.numpy().tobytes() in rows for r in seen) / len(seen)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "most_unchanged"),
+    [([], 1.0), (["train.regularize.input_noise=0.3"], 0.0),
+     (["train.augment.shift=2", "train.augment.erasing=0.5"], 0.5)],
+    ids=["plain", "input_noise", "augment"],
+)  # fmt: skip
+def test_augmentation_and_input_noise_change_training_batches_only(
+    tmp_path, digits_root, overrides, most_unchanged
+):
+    """Inside real training steps: with a perturbation on, the images the step trains on are
+    (mostly) not the dataset's; the validation steps always see the dataset's own."""
+    watch = Batches()
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS))
+    params = load(tmp_path / "params.yaml", ["train.max_epochs=1", *overrides])
+    train(params.experiment("mlp"), tmp_path, "ablab-test", digits_root / "data" / "processed",
+          extra_callbacks=[watch])  # fmt: skip
+    train_split = watch.data.tensors["train"].tensors[0]
+    val_split = watch.data.tensors["val"].tensors[0]
+    unchanged = _unchanged(watch.train, train_split)
+    if most_unchanged == 1.0:
+        assert unchanged == 1.0  # the control: without a technique the rows match
+    else:
+        assert unchanged <= most_unchanged
+    assert _unchanged(watch.val, val_split) == 1.0
