@@ -2,8 +2,10 @@
 (ablab.studies): each unit is an enqueued trial carrying its name; a worker pops a waiting
 trial, trains it, and stores its row and test predictions on the trial. A finished unit is never
 trained again; a worker that dies (SIGKILL) stops its heartbeat, so its trial fails after two
-intervals and is queued again (at most `tune.max_retry` times). The study's name holds a hash of
-everything the units' numbers depend on: the resolved experiments, the data and ablab's code."""
+intervals and is queued again (at most `tune.max_retry` times); retried on the same machine,
+it resumes the dead worker's MLflow run from its last epoch (ablab.resume). The study's name
+holds a hash of everything the units' numbers depend on: the resolved experiments, the data and
+ablab's code."""
 
 from __future__ import annotations
 
@@ -103,6 +105,9 @@ def work(study: optuna.Study, runs: list[SuiteRun],
         if key not in by_key:  # no unit waited any more: Optuna made a fresh trial
             trial.set_user_attr("spare", True)
             raise optuna.TrialPruned()
+        if _duplicate(study, key, trial.number):
+            trial.set_user_attr("duplicate", True)
+            raise optuna.TrialPruned()
         row, predicted = train_unit(by_key[key])
         trial.set_user_attr("row", row)
         if predicted:
@@ -119,6 +124,17 @@ def work(study: optuna.Study, runs: list[SuiteRun],
             return
         time.sleep(min(1.0, heartbeat))  # another worker's unit, or a dead one's: heartbeats
         optuna.storages.fail_stale_trials(study)  # tell (FAIL, then queued again)
+
+
+def _duplicate(study: optuna.Study, key: str, number: int) -> bool:
+    """Whether unit `key` is another trial's: finished, or held or queued by a trial numbered
+    before this one. Two commands on two machines that queued the missing units at the same
+    moment queue them twice; the later copy of each gives way, so no unit trains twice."""
+    for t in _trials(study, TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING):
+        if t.number != number and t.user_attrs.get(UNIT) == key:
+            if t.state == TrialState.COMPLETE or t.number < number:
+                return True
+    return False
 
 
 def spawn_workers(command: list[str], count: int,
