@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -30,6 +31,7 @@ LAST = "last.ckpt"
 PRIVATE = ".private-"  # a folder beside a live process's: never resumed, swept when its pid is gone
 
 
+@functools.cache  # the source does not change under a running process
 def code_hash() -> str:
     """The ablab source a training runs (ablab.imports' closure of ablab.train), hashed: a run
     killed under other code starts again rather than resume into a different program."""

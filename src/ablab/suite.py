@@ -16,7 +16,7 @@ import numpy as np
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
-from ablab import stats, tracking, units
+from ablab import resume, stats, tracking, units
 from ablab.config import (
     ENTRIES,
     Params,
@@ -83,7 +83,8 @@ def run_suite(
         client.set_terminated(parent_id, RunStatus.to_string(
             RunStatus.KILLED if killed else RunStatus.FAILED))  # fmt: skip
         raise
-    units.close_zombies(client, parent_id)
+    zombies = units.close_zombies(client, parent_id)  # killed where no retry resumed them
+    resume.discard(tracking.store_root(root), set(zombies))
     client.set_terminated(parent_id)
     return _write_results(params, suite_name, root, results_dir, recipe, parent_id, study)
 

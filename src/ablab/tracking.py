@@ -14,6 +14,7 @@ from typing import Any
 import lightning.pytorch as pl
 import mlflow
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from ablab.config import ConfigError
@@ -120,7 +121,7 @@ def _experiment_id(experiment: str, location: str | None) -> str:
             return client.create_experiment(
                 experiment, artifact_location=location, tags=EXPERIMENT_TAGS
             )
-        except mlflow.exceptions.MlflowException:
+        except MlflowException:
             # another process created it between our lookup and create
             found = client.get_experiment_by_name(experiment)
     for key, value in EXPERIMENT_TAGS.items():  # stores made before the tags existed
@@ -180,6 +181,16 @@ def run_tags(
         "ablab.stage": stage,
     }
     return {**tags, **commit_tag(root)}
+
+
+def can_resume(run_id: str, experiment_id: str) -> bool:
+    """Whether run `run_id` is in the store, in `experiment_id`, and not deleted: a killed
+    training's run that its resumed training goes on logging into."""
+    try:
+        run = MlflowClient().get_run(run_id)
+    except MlflowException:
+        return False
+    return run.info.experiment_id == experiment_id and run.info.lifecycle_stage == "active"
 
 
 def log_params(run_id: str, params: dict[str, str]) -> None:
@@ -253,6 +264,18 @@ class EpochLogger(pl.Callback):
         self.history: list[dict[str, float]] = []
         self._started = 0.0
         self._lr: float | None = None
+        self._logged_through = -1  # a resumed run: epochs MLflow already has are not re-logged
+
+    def state_dict(self) -> dict:
+        """Lightning's checkpoint of this callback: the epochs so far."""
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = list(state_dict["history"])
+        if self.run_id and self.history:
+            key = next(k for k in self.history[-1] if k != "epoch")
+            steps = MlflowClient().get_metric_history(self.run_id, key)
+            self._logged_through = max((m.step for m in steps), default=-1)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._started = time.perf_counter()
@@ -273,7 +296,7 @@ class EpochLogger(pl.Callback):
         if extras is not None:
             row.update(extras())
         self.history.append(row)
-        if self.run_id and not trainer.sanity_checking:
+        if self.run_id and not trainer.sanity_checking and row["epoch"] > self._logged_through:
             values = {k: v for k, v in row.items() if k != "epoch"}
             log_metrics(self.run_id, values, step=trainer.current_epoch)
         if self.echo:

@@ -8,7 +8,6 @@ import logging
 import math
 import os
 import sys
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from torch import nn
 
-from ablab import diagnose, figures, tracking
+from ablab import diagnose, figures, resume, tracking
 from ablab.config import DiagnoseParams, Experiment, Params, lower_is_better
 from ablab.families import DivergedError, Family, Fit, family
 from ablab.files import write_atomic
@@ -29,6 +28,8 @@ from ablab.models import count_parameters, dead_relu_fraction
 # Data lives in memory as tensors: worker processes would only add start-up cost.
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=".*`isinstance\\(treespec, LeafSpec\\)`.*")
+# a resumed run's best-epoch folder (ablab.resume) holds that epoch's weights: as it should
+warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
 
 # Lightning's start-up banner and tips; our EpochLogger prints one line per epoch instead.
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
@@ -127,7 +128,7 @@ def _best_row(history: list[dict], monitor: str) -> dict:
     return pick(rows, key=lambda r: r[monitor])
 
 
-def _callbacks(exp: Experiment, fam: Family, run_id: str | None, ckpt_dir: str):
+def _callbacks(exp: Experiment, fam: Family, run_id: str | None, ckpt_dir: Path):
     stop = exp.train.early_stopping
     mode = "min" if lower_is_better(stop.monitor) else "max"
     callbacks: list[pl.Callback] = [
@@ -146,6 +147,9 @@ def _callbacks(exp: Experiment, fam: Family, run_id: str | None, ckpt_dir: str):
 TRAINING_FACTS = ("best_epoch", "best_val_loss", "best_val_accuracy", "best_val_mae",
                   "best_val_frechet_distance", "epochs_trained", "seconds_per_epoch",
                   "parameters", "dead_relu_fraction")  # fmt: skip
+
+
+TIMINGS = ("seconds_per_epoch",)
 
 
 def _epoch_summary(exp: Experiment, history: list[dict], module) -> dict[str, float]:
@@ -182,13 +186,14 @@ def progress_bar() -> bool:
 
 def _fit(
     exp: Experiment, data: pl.LightningDataModule, run_id: str, fast_dev_run: bool | int,
-    extra_callbacks: list[pl.Callback] | None = None, diagnosis: Diagnosis | None = None,
-    profiler: pl.profilers.Profiler | None = None, pretrained_dir: Path | None = None,
-    weights_path: Path | None = None,
+    extra_callbacks: list[pl.Callback] | None, diagnosis: Diagnosis | None,
+    point: resume.ResumePoint, profiler: pl.profilers.Profiler | None = None,
+    pretrained_dir: Path | None = None, weights_path: Path | None = None,
 ) -> RunResult:  # fmt: skip
     """Train, test and log one model into the active MLflow run `run_id`, then diagnose it
     (`profiler`: Lightning's, for make bench; `weights_path`: where the trained network's
-    state dict is saved, for the `pretrain` stage)."""
+    state dict is saved, for the `pretrain` stage; `point`: the run's checkpoint folder, whose
+    last epoch training continues from where a killed process left one)."""
     diagnosis = diagnosis or Diagnosis()
     pl.seed_everything(exp.seed, workers=True, verbose=False)
     fam = family(exp.task)
@@ -196,35 +201,39 @@ def _fit(
     params = tracking.flatten(fam.params(exp, module, data))
     tracking.log_params(run_id, params)
     hp = exp.train
-    with tempfile.TemporaryDirectory(prefix="ablab-ckpt-") as ckpt_dir:
-        callbacks = _callbacks(exp, fam, run_id, ckpt_dir) + list(extra_callbacks or [])
-        trainer = pl.Trainer(
-            max_epochs=hp.max_epochs,
-            accelerator="cpu",
-            devices=1,
-            deterministic=True,
-            logger=False,
-            # batches per epoch as Lightning's bar in a terminal; logs (DVC) keep one line each
-            enable_progress_bar=progress_bar(),
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
-            callbacks=callbacks,
-            default_root_dir=ckpt_dir,
-            fast_dev_run=fast_dev_run,
-            profiler=profiler,
-            # under manual optimization the module clips inside its step; Lightning refuses this
-            gradient_clip_val=(
-                hp.regularize.grad_clip if getattr(module, "automatic_optimization", True) else None
-            ),
-        )
-        try:
-            fam.run(Fit(trainer, hp.test_checkpoint, fast_dev_run, pretrained_dir), module, data)
-        except DivergedError as exc:
-            mlflow.set_tag("ablab.failure", f"{exc.kind}: {exc}")
-            exc.run_id = run_id
-            history = callbacks[0].history
-            diagnosis.log(exp, run_id, history, {}, params, f"{exc.kind}: {exc}")
-            raise
+    resume_from = str(point.last) if point.resumable else None
+    if resume_from:
+        print(f"resuming from {point.last}", flush=True)
+    callbacks = _callbacks(exp, fam, run_id, point.best_dir) + list(extra_callbacks or [])
+    callbacks.append(resume.LastEpoch(point.last))  # last: the others' hooks have run
+    trainer = pl.Trainer(
+        max_epochs=hp.max_epochs,
+        accelerator="cpu",
+        devices=1,
+        deterministic=True,
+        logger=False,
+        # batches per epoch as Lightning's bar in a terminal; logs (DVC) keep one line each
+        enable_progress_bar=progress_bar(),
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=callbacks,
+        default_root_dir=point.folder,
+        fast_dev_run=fast_dev_run,
+        profiler=profiler,
+        # under manual optimization the module clips inside its step; Lightning refuses this
+        gradient_clip_val=(
+            hp.regularize.grad_clip if getattr(module, "automatic_optimization", True) else None
+        ),
+    )
+    try:
+        fit = Fit(trainer, hp.test_checkpoint, fast_dev_run, pretrained_dir, resume_from)
+        fam.run(fit, module, data)
+    except DivergedError as exc:
+        mlflow.set_tag("ablab.failure", f"{exc.kind}: {exc}")
+        exc.run_id = run_id
+        history = callbacks[0].history
+        diagnosis.log(exp, run_id, history, {}, params, f"{exc.kind}: {exc}")
+        raise
     fitted_tags = fam.fitted_tags(exp, module)
     if fitted_tags:
         mlflow.set_tags(fitted_tags)
@@ -320,47 +329,90 @@ def train(
     suffix, dvc_tags = tracking.dvc_experiment()  # a DVC experiment's runs, found in MLflow
     tags.update(dvc_tags)
     run_name = (run_name or exp.name) + suffix
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
-        try:
-            if not folds:
-                result = _fit(exp, data, run.info.run_id, fast_dev_run, extra_callbacks,
-                              diagnosis, profiler, pretrained_dir, weights_path)  # fmt: skip
-            else:
-                result = _cross_validate(
-                    exp, data, processed_dir, run.info.run_id, tags, fast_dev_run, diagnosis
-                )
+    identity = {"experiment": exp.model_dump(mode="json"), "data_hash": data.meta["data_hash"],
+                "store": [mlflow.get_tracking_uri(), experiment_id], "run_name": run_name,
+                "suite": suite, "variant": variant, "fast_dev_run": fast_dev_run,
+                "pretrained_dir": str(pretrained_dir or ""),
+                "weights": str(weights_path or "")}  # fmt: skip
+    point = resume.open_point(tracking.store_root(root), resume.run_key(identity))
+    resumed = _continued_run(point, experiment_id)
+    try:
+        with mlflow.start_run(run_id=resumed, experiment_id=experiment_id, run_name=run_name,
+                              tags=tags) as run:  # fmt: skip
+            point.remember(run.info.run_id)
+            try:
+                if not folds:
+                    result = _fit(exp, data, run.info.run_id, fast_dev_run, extra_callbacks,
+                                  diagnosis, point, profiler, pretrained_dir,
+                                  weights_path)  # fmt: skip
+                else:
+                    result = _cross_validate(exp, data, processed_dir, run.info.run_id, tags,
+                                             fast_dev_run, diagnosis, point)  # fmt: skip
+            except (KeyboardInterrupt, SystemExit):
+                mlflow.end_run("KILLED")  # resumed by the next start with the same params
+                raise
+            except BaseException as exc:
+                if not getattr(exc, "run_id", None):
+                    exc.run_id = run.info.run_id
+                raise
             url = tracking.run_url(run.info.experiment_id, run.info.run_id)
             print(f"MLflow run {run.info.run_id}: {url}", flush=True)
-            return result
-        except BaseException as exc:
-            if not getattr(exc, "run_id", None):
-                exc.run_id = run.info.run_id
-            raise
+    except (KeyboardInterrupt, SystemExit):
+        point.release()  # the checkpoint stays for the next start
+        raise
+    except BaseException:
+        point.finish()
+        raise
+    point.finish()
+    return result
+
+
+def _continued_run(point: resume.ResumePoint, experiment_id: str) -> str | None:
+    """The MLflow run a killed process left in `point` to go on with; None (and the folder
+    emptied) where there is none, or it is gone from the store: the run starts afresh."""
+    if point.run_id and tracking.can_resume(point.run_id, experiment_id):
+        return point.run_id
+    point.start_over()
+    return None
 
 
 def _cross_validate(
     exp: Experiment, first: pl.LightningDataModule, processed_dir: Path, parent_id: str,
     tags: dict[str, str], fast_dev_run: bool | int, diagnosis: Diagnosis,
+    point: resume.ResumePoint,
 ) -> RunResult:  # fmt: skip
-    """One child run per fold; the parent gets each summary metric's mean and std over folds."""
+    """One child run per fold; the parent gets each summary metric's mean and std over folds.
+    A fold finished before a kill is read back from `point`, the one in flight resumed."""
     k = exp.train.folds
     mlflow.set_tag("ablab.folds", str(k))
     parent = mlflow.active_run().info
     folds: list[RunResult] = []
     for i in range(k):
+        done = point.folder / f"fold{i + 1}.json"
+        if done.exists():
+            folds.append(RunResult(**json.loads(done.read_text())))
+            continue
         data = first if i == 0 else family(exp.task).data(exp, processed_dir, (k, i))
         data.setup()
         child_tags = {**tags, "ablab.fold": str(i + 1)}
         name = f"{parent.run_name}/fold{i + 1}"
-        with mlflow.start_run(
-            experiment_id=parent.experiment_id, run_name=name, nested=True, tags=child_tags
-        ) as child:
+        fold_point = point.child(f"fold{i + 1}")
+        resumed = _continued_run(fold_point, parent.experiment_id)
+        with mlflow.start_run(run_id=resumed, experiment_id=parent.experiment_id, run_name=name,
+                              nested=True, tags=child_tags) as child:  # fmt: skip
+            fold_point.remember(child.info.run_id)
             try:
-                folds.append(_fit(exp, data, child.info.run_id, fast_dev_run, None, diagnosis))
+                result = _fit(exp, data, child.info.run_id, fast_dev_run, None, diagnosis,
+                              fold_point)  # fmt: skip
             except DivergedError as exc:
                 mlflow.set_tag("ablab.failure", f"{exc.kind} in fold {i + 1}: {exc}")
                 exc.run_id = parent_id
                 raise
+        kept = {"run_id": result.run_id, "summary": result.summary, "history": result.history,
+                "params": result.params}  # fmt: skip
+        write_atomic(done, json.dumps(kept))
+        fold_point.finish()
+        folds.append(RunResult(**kept))
     summary: dict[str, float] = {}
     for key in folds[0].summary:
         values = np.array([f.summary[key] for f in folds], dtype=float)
@@ -401,6 +453,8 @@ def run_experiment(
     fam = family(exp.task)
     # k-fold and no-epoch runs log no curves picture; DVC's plot needs one all the same
     png = result.curves_png or learning_curves_png(fam, result.history, name)
-    write_results(Path(results_dir or root / "results") / name, result.summary, result.history,
+    # metrics.json: the same params and seed give the same bytes, so no time in it
+    kept = {k: v for k, v in result.summary.items() if k not in TIMINGS}
+    write_results(Path(results_dir or root / "results") / name, kept, result.history,
                   curve_columns(fam), png)  # fmt: skip
     return result.summary

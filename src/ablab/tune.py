@@ -22,7 +22,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 from optuna_integration import PyTorchLightningPruningCallback
 
-from ablab import figures, studies, tracking
+from ablab import figures, resume, studies, tracking
 from ablab.config import ConfigError, Params, SearchDimension, TuneParams
 from ablab.families import DivergedError
 from ablab.files import write_atomic
@@ -143,7 +143,7 @@ def objective_for(params: Params, root: Path, parent_id: str, threads: int):
                 "ablab.trial": str(trial.number), "ablab.stage": "tune"}  # fmt: skip
         if retry_of is not None:
             tags["ablab.retry_of"] = str(retry_of)
-            _close_orphans(client, parent_id, retry_of)
+            _close_orphans(client, parent_id, retry_of, root)
         name = f"tune/{tune.study_name}/trial-{trial.number}"
         try:
             result = train(exp, root, params.mlflow_experiment, run_name=name, extra_tags=tags,
@@ -188,17 +188,20 @@ def _run_id(client: MlflowClient, parent_id: str, number: int) -> str:
     return runs[0].info.run_id
 
 
-def _close_orphans(client: MlflowClient, parent_id: str, number: int) -> None:
-    """The MLflow run of a trial whose worker died is still RUNNING: mark it FAILED."""
+def _close_orphans(client: MlflowClient, parent_id: str, number: int, root: Path) -> None:
+    """The MLflow run of a trial whose worker died is still RUNNING: mark it FAILED; its
+    checkpoint goes (the retry is a trial and a run of its own, trained from the start)."""
     run = client.get_run(parent_id)
-    for orphan in client.search_runs(
+    orphans = client.search_runs(
         [run.info.experiment_id],
         f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`ablab.trial` = '{number}' "
         "and attributes.status = 'RUNNING'",
-    ):
+    )
+    for orphan in orphans:
         client.set_tag(orphan.info.run_id, "ablab.trial_state", "FAIL")
         client.set_tag(orphan.info.run_id, "ablab.failure", "worker died (heartbeat stale)")
         client.set_terminated(orphan.info.run_id, "FAILED")
+    resume.discard(tracking.store_root(root), {o.info.run_id for o in orphans})
 
 
 class _Budget:

@@ -116,8 +116,8 @@ def test_two_workers_one_killed_every_trial_accounted_for(postgres, digits_root,
 
 def test_a_suite_on_two_workers_survives_one_killed_mid_unit(postgres, digits_root, tmp_path):
     """`ablab suite NAME --workers 2` on PostgreSQL: one worker SIGKILLed mid-unit; its unit
-    fails by heartbeat and is trained again; every (variant, seed) ends with exactly one
-    FINISHED run, none is left RUNNING, and runs.json is complete."""
+    fails by heartbeat and is trained again, resuming the dead worker's run; every (variant,
+    seed) ends with exactly one run, FINISHED, none is left RUNNING, runs.json is complete."""
     from ablab import tracking
 
     tree = {
@@ -163,6 +163,7 @@ def test_a_suite_on_two_workers_survives_one_killed_mid_unit(postgres, digits_ro
             states = [r.info.status for r in runs if r.info.run_name == name]
             assert states.count("FINISHED") == 1, (name, states)
     assert not [r for r in runs if r.info.status == "RUNNING"]
-    assert [r.info.status for r in runs].count("KILLED") == 1  # the killed worker's unit
+    assert len(runs) == 4  # the killed worker's unit resumed its own run (ablab.resume)
+    assert not list((tmp_path / "checkpoints").iterdir())  # and nothing is left behind
     report = json.loads((tmp_path / "results" / "suites" / "pg" / "runs.json").read_text())
     assert [r["status"] for r in report["runs"]] == ["finished"] * 4

@@ -1,6 +1,6 @@
 """Nothing redone, nothing lost: a suite process SIGKILLed in the middle of a unit, then run
-again, trains only the units that had not finished, closes the killed unit's MLflow run as
-KILLED (no run left RUNNING), and ends with the numbers of a suite that was never interrupted;
+again, trains only the units that had not finished, resumes the killed unit's MLflow run from
+its last epoch (no run left RUNNING), and ends with the numbers of a suite never interrupted;
 a diverged unit is recorded once and not retried."""
 
 import copy
@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
 
-from ablab import tracking
+from ablab import tracking, units
 from ablab.config import load
 from ablab.suite import run_suite
 from tests.conftest import TINY_PARAMS
@@ -72,14 +73,15 @@ def test_a_killed_suite_trains_only_what_is_missing_and_ends_as_if_never_stopped
         time.sleep(0.05)
     worker.send_signal(signal.SIGKILL)
     worker.wait(timeout=30)
-    assert [r.info.status for r in child_runs(root)].count("RUNNING") == 1  # the zombie
+    (zombie,) = [r for r in child_runs(root) if r.info.status == "RUNNING"]
 
     capsys.readouterr()
     report = run_suite(load(root / "params.yaml"), "resumable", root)
     assert "2 of 4 units already finished" in capsys.readouterr().out
     runs = child_runs(root)
     statuses = sorted(r.info.status for r in runs)
-    assert statuses == ["FINISHED"] * 4 + ["KILLED"], statuses  # 2 + the 2 missing trained
+    assert statuses == ["FINISHED"] * 4, statuses  # 2 + the 2 missing trained
+    assert zombie.info.run_id in {r.info.run_id for r in runs}  # the killed unit's run, resumed
     for unit in ("baseline/seed1", "baseline/seed2", "dropout/seed1", "dropout/seed2"):
         done = [r for r in runs if r.info.run_name == f"resumable/{unit}"
                 and r.info.status == "FINISHED"]  # fmt: skip
@@ -104,7 +106,7 @@ def test_a_killed_suite_trains_only_what_is_missing_and_ends_as_if_never_stopped
 
     # a third call trains nothing at all
     again = run_suite(load(root / "params.yaml"), "resumable", root)
-    assert len(child_runs(root)) == 5 and again["runs"] == report["runs"]
+    assert len(child_runs(root)) == 4 and again["runs"] == report["runs"]
 
 
 def test_a_diverged_unit_is_recorded_once_and_not_retried(tmp_path, digits_root):
@@ -139,3 +141,28 @@ def test_a_unit_is_reused_only_for_the_same_experiment(tmp_path, digits_root, ch
     second = run_suite(load(root / "params.yaml", [change]), "resumable", root)
     assert (second["study"] != first["study"]) == new_study
     assert len(child_runs(root)) == (4 if new_study else 2)
+
+
+def test_a_unit_queued_twice_is_trained_once(tmp_path, digits_root):
+    """Two commands on two machines that queue the missing units at the same moment queue
+    each twice: the later copy gives way (a PRUNED trial marked duplicate), nothing trains
+    twice, and runs.json is the suite's."""
+    root = make_root(tmp_path, digits_root)
+    tree = yaml.safe_load((root / "params.yaml").read_text())
+    tree["suites"]["resumable"]["seeds"] = [1]
+    tree["suites"]["resumable"]["common"]["train.max_epochs"] = 1
+    (root / "params.yaml").write_text(yaml.safe_dump(tree))
+    params = load(root / "params.yaml")
+    runs = params.suite_runs("resumable")
+    study, _ = units.unit_study(params, "resumable", runs, root, root / "data" / "processed",
+                                "default")  # fmt: skip
+    units.enqueue_missing(study, runs)
+    for run in runs:  # what the other machine queued in the same instant
+        study.enqueue_trial({}, user_attrs={units.UNIT: units.unit_key(run)})
+    report = run_suite(params, "resumable", root)
+    assert [r["status"] for r in report["runs"]] == ["finished"] * 2
+    assert len(child_runs(root)) == 2
+    trials = study.get_trials()
+    duplicates = [t for t in trials if t.user_attrs.get("duplicate")]
+    assert len(duplicates) == 2 and all(t.state == TrialState.PRUNED for t in duplicates)
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 2

@@ -122,6 +122,27 @@ class ArrayDataModule(pl.LightningDataModule):
         self.label_noise = label_noise
         self.meta: dict = {}
         self.tensors: dict[str, TensorDataset] = {}
+        self._order_stream: torch.Generator | None = None
+        self._restored_stream: torch.Tensor | None = None
+
+    def order_stream(self) -> torch.Generator:
+        """The training batches' order generator, seeded; where a checkpoint was restored
+        (a resumed run), set to the state it had, so epochs go on in the order they would have."""
+        generator = torch.Generator().manual_seed(self.seed)
+        if self._restored_stream is not None:
+            generator.set_state(self._restored_stream)
+            self._restored_stream = None
+        self._order_stream = generator
+        return generator
+
+    def state_dict(self) -> dict:
+        """Lightning's checkpoint of this module: where the batches' order has got to."""
+        if self._order_stream is None:
+            return {}
+        return {"order_stream": self._order_stream.get_state()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._restored_stream = state_dict.get("order_stream")
 
     @classmethod
     def from_experiment(
@@ -166,7 +187,7 @@ class ArrayDataModule(pl.LightningDataModule):
         return self.tensors["train"].tensors[1]
 
     def train_dataloader(self) -> Batches:
-        generator = torch.Generator().manual_seed(self.seed)
+        generator = self.order_stream()
         dataset = self.tensors["train"]
         if self.imbalance == "weighted_sampling":
             order = samplers.balanced_order(self.train_labels, self.batch_size, generator)
@@ -304,7 +325,7 @@ class SemiSupervisedDataModule(ImageDataModule):
         )  # fmt: skip
 
     def train_dataloader(self) -> PairedBatches:
-        generator = torch.Generator().manual_seed(self.seed)
+        generator = self.order_stream()
         return PairedBatches(self.tensors["train"], self.unlabelled, self.batch_size,
                              self.unlabelled_batch_size, generator)  # fmt: skip
 
@@ -469,7 +490,7 @@ class DomainDataModule(ImageDataModule):
 
     def stream_batches(self, method: str) -> Streams:
         """An epoch of `method`'s training batches."""
-        generator = torch.Generator().manual_seed(self.seed)
+        generator = self.order_stream()
         n = len(self.unlabelled) if method == "oracle" else len(self.source["train"])
         steps = math.ceil(n / self.batch_size)
         return Streams(self.streams(method), self.batch_size, steps, generator)

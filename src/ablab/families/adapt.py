@@ -84,7 +84,15 @@ class AdaptTask(ClassificationTask):
             p.requires_grad_(False)
 
     def on_fit_start(self) -> None:
-        self.initial_state = {k: v.clone() for k, v in self.net.state_dict().items()}
+        if self.initial_state is None:  # a resumed fit has it from its checkpoint
+            self.initial_state = {k: v.clone() for k, v in self.net.state_dict().items()}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["initial_state"] = self.initial_state
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if checkpoint.get("initial_state") is not None and self.initial_state is None:
+            self.initial_state = checkpoint["initial_state"]
 
     def on_train_epoch_start(self) -> None:
         if self.hparams.method == "freeze":

@@ -167,9 +167,12 @@ class Fit:
     fast_dev_run: bool | int = False
     # where networks pretrained by the `pretrain` stage are (<key>.pt, runs.json); None: none
     pretrained_dir: Path | None = None
+    # the run's last checkpoint where a killed process left one: the run's fit continues there
+    resume_from: str | None = None
 
     def fit(self, module: pl.LightningModule, data: pl.LightningDataModule) -> None:
-        self.trainer.fit(module, datamodule=data)
+        """The run's own epochs (resumed where a checkpoint says)."""
+        self.trainer.fit(module, datamodule=data, ckpt_path=self.resume_from)
 
     def test(self, module: pl.LightningModule, data: pl.LightningDataModule) -> None:
         best = self.test_checkpoint == "best" and not self.fast_dev_run
