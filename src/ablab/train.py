@@ -454,7 +454,7 @@ def run_experiment(
     # k-fold and no-epoch runs log no curves picture; DVC's plot needs one all the same
     png = result.curves_png or learning_curves_png(fam, result.history, name)
     # metrics.json: the same params and seed give the same bytes, so no time in it
-    kept = {k: v for k, v in result.summary.items() if k not in TIMINGS}
+    kept = {k: v for k, v in result.summary.items() if k.removesuffix("_std") not in TIMINGS}
     write_results(Path(results_dir or root / "results") / name, kept, result.history,
                   curve_columns(fam), png)  # fmt: skip
     return result.summary

@@ -29,10 +29,10 @@ TRAIN = {
 }  # fmt: skip
 
 
-def make_root(root: Path, digits_root: Path) -> Path:
+def make_root(root: Path, digits_root: Path, **train) -> Path:
     root.mkdir()
     tree = copy.deepcopy(TINY_PARAMS)
-    tree["train"].update(TRAIN)
+    tree["train"].update({**TRAIN, **train})
     tree["experiments"]["cnn"]["model"]["dropout"] = 0.3
     (root / "params.yaml").write_text(yaml.safe_dump(tree))
     (root / "data").symlink_to(digits_root / "data")
@@ -100,3 +100,38 @@ def test_a_killed_training_resumes_its_run_and_ends_as_if_never_stopped(
     # nothing left: no checkpoint in the project, none in the temp dir
     assert not [p for p in (root / CHECKPOINTS).iterdir()]
     assert not [p for p in (reference / CHECKPOINTS).iterdir()]
+
+
+def test_a_killed_cross_validation_keeps_its_finished_folds(tmp_path, digits_root, capsys):
+    """k-fold: killed in fold 2, run again: fold 1 is read back (not trained again), fold 2
+    resumes its own child run, and metrics.json (means and stds over folds) is the same."""
+    folds = {"folds": 3, "max_epochs": 4, "early_stopping": {"enabled": False}}
+    reference = make_root(tmp_path / "reference", digits_root, **folds)
+    run_experiment(load(reference / "params.yaml"), "cnn", reference)
+
+    root = make_root(tmp_path / "killed", digits_root, **folds)
+    trainer = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ablab"), "train", "cnn"],
+        env={**os.environ, "ABLAB_ROOT": str(root)}, cwd=root,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    epochs = 0
+    for line in trainer.stdout:  # the second epoch of fold 2
+        epochs += line.startswith("epoch")
+        if epochs == 6:
+            trainer.send_signal(signal.SIGKILL)
+            break
+    trainer.wait(timeout=60)
+    assert list((root / CHECKPOINTS).glob("*/fold1.json"))
+
+    capsys.readouterr()
+    run_experiment(load(root / "params.yaml"), "cnn", root)
+    out = capsys.readouterr().out
+    assert "resuming from" in out and "fold2" in out
+    assert sum(line.startswith("epoch") for line in out.splitlines()) < 8  # not fold 1 again
+    mine, theirs = (r / "results" / "cnn" / "metrics.json" for r in (root, reference))
+    assert mine.read_bytes() == theirs.read_bytes()
+    names = sorted(r.info.run_name for r in runs(root))
+    assert names == ["cnn", "cnn/fold1", "cnn/fold2", "cnn/fold3"]
+    assert all(r.info.status == "FINISHED" for r in runs(root))
+    assert not list((root / CHECKPOINTS).iterdir())
