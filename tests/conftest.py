@@ -128,6 +128,25 @@ def digits_root(tmp_path_factory) -> Path:
     return root
 
 
+def digits_project(root: Path, digits_root: Path, tree: dict) -> Path:
+    """A project root holding `tree` as params.yaml and the session's digits data."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "params.yaml").write_text(yaml.safe_dump(tree))
+    (root / "data").symlink_to(digits_root / "data")
+    return root
+
+
+def store_runs(root: Path, query: str = "") -> list:
+    """The runs in the `ablab-test` experiment of the project's store (none: no experiment)."""
+    from mlflow.tracking import MlflowClient
+
+    from ablab import tracking
+
+    client = MlflowClient(tracking.tracking_uri(root))
+    experiment = client.get_experiment_by_name(TINY_PARAMS["mlflow_experiment"])
+    return client.search_runs([experiment.experiment_id], query) if experiment else []
+
+
 def write_random_processed(folder: Path, dataset: str, per_split: int = 40, seed: int = 0) -> None:
     """Tiny random data with the shape and classes of `dataset`, for shape-level smoke runs."""
     from ablab.data.preprocess import save

@@ -1,12 +1,15 @@
 """Which ablab source files running a module involves, read from the source (no import):
 its ablab imports anywhere (function-level ones too: commands import heavy modules lazily),
 their parent packages' __init__, recursively, and the files a module reads as code by name
-(ablab.serving logs image_classifier.py). A suite's study key hashes them (ablab.units), and a
-test checks that each DVC stage depends on them."""
+(ablab.serving logs image_classifier.py). `code_hash` hashes them for the suite's study key, the
+pretrained networks and the resume checkpoints, and a test checks that each DVC stage depends
+on them."""
 
 from __future__ import annotations
 
 import ast
+import functools
+import hashlib
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1]  # the folder holding the ablab package
@@ -55,3 +58,13 @@ def closure(names: set[str]) -> set[Path]:
                 if named and n.value.endswith(".py") and path.with_name(n.value).exists():
                     seen.add(path.with_name(n.value))
     return seen
+
+
+@functools.cache  # the source does not change under a running process
+def code_hash(*names: str) -> str:
+    """The ablab source that running the modules `names` involves (`closure`), hashed with
+    each file's path: what was made by other code is made again, an edit elsewhere keeps it."""
+    digest = hashlib.sha256()
+    for path in sorted(closure(set(names))):
+        digest.update(str(path.relative_to(SRC)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]

@@ -8,14 +8,13 @@ gets an empty index (every suite's stage depends on its folder)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from ablab.config import Params
 from ablab.config.pretraining import pretraining, pretraining_key
 from ablab.files import write_atomic
-from ablab.imports import SRC, closure
+from ablab.imports import code_hash
 
 
 def pretrained_dir(root: Path, suite_name: str, recipe: str = "default") -> Path:
@@ -36,7 +35,8 @@ def run_pretrain(
         if job is not None:
             wanted.setdefault(pretraining_key(run.experiment), job)
     index = folder / "runs.json"
-    code = code_hash() if wanted else ""
+    # trained by other code (ablab.imports: this module and all it imports): trained again
+    code = code_hash("ablab.pretrain") if wanted else ""
     kept = json.loads(index.read_text()) if index.exists() else {}
     done = kept.get("networks", {}) if kept.get("code") == code else {}
     trained: dict[str, str] = {}
@@ -62,13 +62,3 @@ def run_pretrain(
     content = {"code": code, "networks": trained} if wanted else {"networks": {}}
     write_atomic(index, json.dumps(content, indent=1, sort_keys=True) + "\n")
     return trained
-
-
-def code_hash() -> str:
-    """The ablab source that pretrains (ablab.imports: this module and all it imports),
-    hashed: a network trained by other code is trained again; an edit to the report or the
-    command line keeps it."""
-    digest = hashlib.sha256()
-    for path in sorted(closure({"ablab.pretrain"})):
-        digest.update(str(path.relative_to(SRC)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]

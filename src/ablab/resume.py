@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
 import hashlib
 import json
 import os
@@ -24,26 +23,18 @@ import numpy as np
 import torch
 
 from ablab.files import write_atomic
-from ablab.imports import SRC, closure
+from ablab.imports import code_hash
 
 CHECKPOINTS = "checkpoints"
 LAST = "last.ckpt"
 PRIVATE = ".private-"  # a folder beside a live process's: never resumed, swept when its pid is gone
 
 
-@functools.cache  # the source does not change under a running process
-def code_hash() -> str:
-    """The ablab source a training runs (ablab.imports' closure of ablab.train), hashed: a run
-    killed under other code starts again rather than resume into a different program."""
-    digest = hashlib.sha256()
-    for path in sorted(closure({"ablab.train"})):
-        digest.update(str(path.relative_to(SRC)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
 def run_key(identity: dict) -> str:
     """The checkpoint folder's name for a run: a hash of what it trains and how it is named."""
-    text = json.dumps({**identity, "code": code_hash()}, sort_keys=True, default=str)
+    # the training code too: a run killed under other code starts again
+    code = code_hash("ablab.train")
+    text = json.dumps({**identity, "code": code}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
@@ -84,9 +75,7 @@ class ResumePoint:
         """A sub-run's folder (a k-fold run's fold), under this one's lock."""
         folder = self.folder / name
         folder.mkdir(exist_ok=True)
-        saved = folder / "run.json"
-        run_id = json.loads(saved.read_text())["run_id"] if saved.exists() else None
-        return ResumePoint(folder, run_id, lock=-1)
+        return ResumePoint(folder, _saved_run(folder), lock=-1)
 
     def remember(self, run_id: str) -> None:
         self.run_id = run_id
@@ -119,20 +108,24 @@ def open_point(root: Path, key: str) -> ResumePoint:
         lock = _lock(folder)
         assert lock is not None  # named after this process: no other holds it
         return ResumePoint(folder, None, lock)
+    return ResumePoint(folder, _saved_run(folder), lock)
+
+
+def _saved_run(folder: Path) -> str | None:
+    """The MLflow run id `remember` wrote into `folder`, if any."""
     saved = folder / "run.json"
-    run_id = json.loads(saved.read_text())["run_id"] if saved.exists() else None
-    return ResumePoint(folder, run_id, lock)
+    return json.loads(saved.read_text())["run_id"] if saved.exists() else None
 
 
 def discard(root: Path, run_ids: set[str]) -> None:
     """The checkpoints of runs that will not be resumed (a dead worker's tune trial, retried
     as a new trial and run): removed, unless a live process holds them."""
-    for saved in (Path(root) / CHECKPOINTS).glob("*/run.json"):
-        if json.loads(saved.read_text())["run_id"] not in run_ids:
+    for folder in (Path(root) / CHECKPOINTS).glob("*/"):
+        if _saved_run(folder) not in run_ids:
             continue
-        lock = _lock(saved.parent)
+        lock = _lock(folder)
         if lock is not None:
-            ResumePoint(saved.parent, None, lock).finish()
+            ResumePoint(folder, None, lock).finish()
 
 
 def _lock(folder: Path) -> int | None:

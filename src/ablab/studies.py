@@ -4,11 +4,14 @@ that a dead worker's trial fails after two intervals and is queued again."""
 
 from __future__ import annotations
 
+import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
 
 from ablab.config import ConfigError, Params
 
@@ -76,3 +79,19 @@ def params_storage(params: Params, root: Path) -> tuple[RDBStorage, int]:
     heartbeat = tune.heartbeat_seconds if tune else HEARTBEAT_SECONDS
     url = storage_url(tune, root)
     return open_storage(url, heartbeat, tune.max_retry if tune else MAX_RETRY), heartbeat
+
+
+def drain(study: optuna.Study, objective: Callable, heartbeat: int, wait: bool = True,
+          callbacks: list[Callable] | None = None) -> None:  # fmt: skip
+    """Run the study's waiting trials here, one at a time (the oldest first), until none waits;
+    with `wait`, until none runs either: a trial another worker holds is waited for (polled each
+    second), and one whose worker died fails by heartbeat after two intervals, its retry queued
+    and run here. Tune after its budget and every suite worker end this way."""
+    while True:
+        if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            study.optimize(objective, n_trials=1, callbacks=callbacks)
+            continue
+        if not wait or not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            return
+        time.sleep(min(1.0, heartbeat))
+        optuna.storages.fail_stale_trials(study)  # FAIL, and the retry queued

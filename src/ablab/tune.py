@@ -250,21 +250,9 @@ def work(params: Params, root: Path, parent_id: str, threads: int) -> None:
     budget = _Budget(tune.n_trials)
     if tune.n_trials is None or done < tune.n_trials:
         study.optimize(objective, timeout=tune.timeout, callbacks=[budget], catch=())
-    _drain(study, objective, budget, tune.heartbeat_seconds)
-
-
-def _drain(study: optuna.Study, objective, budget: _Budget, heartbeat: int) -> None:
-    """After the budget: a trial still RUNNING is another worker's (waited for) or a dead
-    worker's, which fails by heartbeat after two intervals; its retry (WAITING) is trained
-    here, so the study never ends with a trial left RUNNING or a retry never run."""
-    while True:
-        optuna.storages.fail_stale_trials(study)  # FAIL, and the retry queued
-        if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            study.optimize(objective, n_trials=1, callbacks=[budget], catch=())
-        elif study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            time.sleep(min(1.0, heartbeat))
-        else:
-            return
+    # then trials still RUNNING: another worker's, waited for, or a dead one's, whose retry
+    # is trained here; the study never ends with a trial left RUNNING or a retry never run
+    studies.drain(study, objective, tune.heartbeat_seconds, callbacks=[budget])
 
 
 def run_tune(

@@ -14,7 +14,6 @@ import json
 import math
 import os
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from optuna.trial import TrialState
 from ablab import studies
 from ablab.config import Params, SuiteRun
 from ablab.config.load import datasets_of
-from ablab.imports import SRC, closure
+from ablab.imports import code_hash
 
 UNIT = "unit"  # the trial's user attr naming its unit: "<variant>/seed<n>"
 
@@ -46,18 +45,12 @@ def study_key(runs: list[SuiteRun], processed_dir: Path, recipe: str,
     for name in datasets:
         meta = Path(processed_dir) / name / "meta.json"
         data[name] = json.loads(meta.read_text()).get("data_hash") if meta.exists() else None
-    code = hashlib.sha256()
-    for path in sorted(_training_code()):
-        code.update(str(path.relative_to(SRC)).encode() + b"\0" + path.read_bytes())
+    # the suite's module and all it imports; not the command line or the report, whose edits
+    # change no number
     what = {"units": [r.model_dump(mode="json") for r in runs], "data": data,
-            "code": code.hexdigest(), "recipe": recipe, "fast_dev_run": fast_dev_run}  # fmt: skip
+            "code": code_hash("ablab.suite"), "recipe": recipe,
+            "fast_dev_run": fast_dev_run}  # fmt: skip
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _training_code() -> set[Path]:
-    """The ablab source a unit runs (ablab.imports): the suite's module and all it imports;
-    not the command line or the report, whose edits change no number."""
-    return closure({"ablab.suite"})
 
 
 def unit_study(params: Params, suite_name: str, runs: list[SuiteRun], root: Path,
@@ -116,14 +109,7 @@ def work(study: optuna.Study, runs: list[SuiteRun],
         value = row["summary"].get(headline)
         return float(value) if isinstance(value, float | int) and math.isfinite(value) else 0.0
 
-    while True:
-        if _trials(study, TrialState.WAITING):
-            study.optimize(objective, n_trials=1)  # pops the oldest waiting trial
-            continue
-        if not wait or not _trials(study, TrialState.RUNNING):
-            return
-        time.sleep(min(1.0, heartbeat))  # another worker's unit, or a dead one's: heartbeats
-        optuna.storages.fail_stale_trials(study)  # tell (FAIL, then queued again)
+    studies.drain(study, objective, heartbeat, wait)
 
 
 def _duplicate(study: optuna.Study, key: str, number: int) -> bool:

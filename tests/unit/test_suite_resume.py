@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 from ablab import tracking, units
 from ablab.config import load
 from ablab.suite import run_suite
-from tests.conftest import TINY_PARAMS
+from tests.conftest import TINY_PARAMS, digits_project, store_runs
 
 SUITE = {
     "experiment": "mlp",
@@ -34,17 +34,11 @@ def make_root(root: Path, digits_root: Path) -> Path:
     tree = copy.deepcopy(TINY_PARAMS)
     tree["suites"] = {"resumable": SUITE}
     tree["tune"]["heartbeat_seconds"] = 1  # a dead worker's unit is stale after 2 s
-    (root / "params.yaml").write_text(yaml.safe_dump(tree))
-    (root / "data").symlink_to(digits_root / "data")
-    return root
+    return digits_project(root, digits_root, tree)
 
 
 def child_runs(root: Path) -> list:
-    client = MlflowClient(tracking.tracking_uri(root))
-    experiment = client.get_experiment_by_name("ablab-test")
-    if experiment is None:
-        return []
-    runs = client.search_runs([experiment.experiment_id], "tags.`ablab.suite` = 'resumable'")
+    runs = store_runs(root, "tags.`ablab.suite` = 'resumable'")
     return [r for r in runs if r.info.run_name.count("/") == 2]  # units, not the parent
 
 

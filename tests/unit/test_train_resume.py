@@ -9,14 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
 from mlflow.tracking import MlflowClient
 
 from ablab import tracking
 from ablab.config import load
 from ablab.resume import CHECKPOINTS
 from ablab.train import run_experiment
-from tests.conftest import TINY_PARAMS
+from tests.conftest import TINY_PARAMS, digits_project, store_runs
 
 # every kind of state a resumed run needs back: dropout, augmentation and input noise draw
 # from the random streams, the batches' order from the data module's generator, a plateau
@@ -30,19 +29,10 @@ TRAIN = {
 
 
 def make_root(root: Path, digits_root: Path, **train) -> Path:
-    root.mkdir()
     tree = copy.deepcopy(TINY_PARAMS)
     tree["train"].update({**TRAIN, **train})
     tree["experiments"]["cnn"]["model"]["dropout"] = 0.3
-    (root / "params.yaml").write_text(yaml.safe_dump(tree))
-    (root / "data").symlink_to(digits_root / "data")
-    return root
-
-
-def runs(root: Path) -> list:
-    client = MlflowClient(tracking.tracking_uri(root))
-    experiment = client.get_experiment_by_name("ablab-test")
-    return client.search_runs([experiment.experiment_id]) if experiment else []
+    return digits_project(root, digits_root, tree)
 
 
 def without_time(csv: str) -> list[list[str]]:
@@ -56,8 +46,8 @@ def test_a_killed_training_resumes_its_run_and_ends_as_if_never_stopped(
 ):
     reference = make_root(tmp_path / "reference", digits_root)
     run_experiment(load(reference / "params.yaml"), "cnn", reference)
-    epochs = len(runs(reference)[0].data.metrics) and len(
-        (reference / "results" / "cnn" / "curves.csv").read_text().splitlines()) - 1  # fmt: skip
+    (uninterrupted,) = store_runs(reference)
+    epochs = len((reference / "results" / "cnn" / "curves.csv").read_text().splitlines()) - 1
     assert epochs > 6  # long enough to be killed in the middle
 
     root = make_root(tmp_path / "killed", digits_root)
@@ -72,7 +62,7 @@ def test_a_killed_training_resumes_its_run_and_ends_as_if_never_stopped(
             break
     trainer.wait(timeout=60)
     assert trainer.returncode == -signal.SIGKILL
-    (killed,) = runs(root)
+    (killed,) = store_runs(root)
     assert killed.info.status == "RUNNING"  # what a SIGKILL leaves
     assert list((root / CHECKPOINTS).glob("*/last.ckpt"))
 
@@ -90,12 +80,12 @@ def test_a_killed_training_resumes_its_run_and_ends_as_if_never_stopped(
         (theirs / "curves.csv").read_text())  # fmt: skip
 
     # one MLflow run, the killed one, finished, with each epoch logged once
-    (run,) = runs(root)
+    (run,) = store_runs(root)
     assert run.info.run_id == killed.info.run_id and run.info.status == "FINISHED"
     client = MlflowClient(tracking.tracking_uri(root))
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")]
     assert steps == list(range(epochs))
-    assert run.data.metrics["test_accuracy"] == runs(reference)[0].data.metrics["test_accuracy"]
+    assert run.data.metrics["test_accuracy"] == uninterrupted.data.metrics["test_accuracy"]
 
     # nothing left: no checkpoint in the project, none in the temp dir
     assert not [p for p in (root / CHECKPOINTS).iterdir()]
@@ -131,7 +121,7 @@ def test_a_killed_cross_validation_keeps_its_finished_folds(tmp_path, digits_roo
     assert sum(line.startswith("epoch") for line in out.splitlines()) < 8  # not fold 1 again
     mine, theirs = (r / "results" / "cnn" / "metrics.json" for r in (root, reference))
     assert mine.read_bytes() == theirs.read_bytes()
-    names = sorted(r.info.run_name for r in runs(root))
+    names = sorted(r.info.run_name for r in store_runs(root))
     assert names == ["cnn", "cnn/fold1", "cnn/fold2", "cnn/fold3"]
-    assert all(r.info.status == "FINISHED" for r in runs(root))
+    assert all(r.info.status == "FINISHED" for r in store_runs(root))
     assert not list((root / CHECKPOINTS).iterdir())
