@@ -1,7 +1,8 @@
 """Comparison tables and plots from the suites' results: per variant the mean and spread over
 seeds and its difference to the baseline, with both kinds of uncertainty (`ablab.stats`):
 across seeds (paired t, Holm, d_z, the detectable difference) and across test examples
-(McNemar, paired bootstrap), and a verdict per variant."""
+(a paired permutation test and a paired bootstrap, the test example as the unit), and a
+verdict per variant."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from ablab import figures, stats, tracking
-from ablab.config import ConfigError, Params, lower_is_better
+from ablab.config import ConfigError, Params, higher_is_better
 
 # how the tables name metrics; any other is shown as its name less the "test_" prefix
 SHORT = {
@@ -64,9 +65,6 @@ class _TestSet:
     def has(self, run: str) -> bool:
         return run in self.arrays
 
-    def observed(self, metric: str, run: str) -> float:
-        return stats.metric_value(metric, self.target, self.arrays[run], self.k, self.minority)
-
     def resampled(self, metric: str, run: str) -> np.ndarray:
         if (metric, run) not in self._cache:
             self._cache[metric, run] = self.resamples.metric(
@@ -74,29 +72,30 @@ class _TestSet:
             )
         return self._cache[metric, run]
 
-    def correct(self, run: str) -> np.ndarray:
-        return self.arrays[run] == self.target
+    def compare(self, metric: str, variant: list[str], baseline: list[str]) -> stats.TestLevel:
+        """Variant minus baseline across test examples, runs paired in list order."""
+        cached = metric != "accuracy"  # accuracy's bootstrap is a mean of per-example values
+        return stats.test_level(
+            metric, self.target, [self.arrays[r] for r in variant],
+            [self.arrays[r] for r in baseline], self.k, self.resamples, self.minority,
+            PERMUTATIONS,
+            [self.resampled(metric, r) for r in variant] if cached else None,
+            [self.resampled(metric, r) for r in baseline] if cached else None,
+        )  # fmt: skip
 
 
 BOOTSTRAP = 1000  # resamples of the test set per suite
+PERMUTATIONS = 1000  # example-level swaps per permutation test
 
 
-def _test_level(test: _TestSet, metric: str, variant: str, baseline: str, seeds: list[int]):
-    """(bootstrap CI of the seed-averaged difference, McNemar (b, c, p) pooled over seeds or
-    None where the metric is not an accuracy) on the seeds both runs have predictions for."""
+def _test_level(test: _TestSet, metric: str, variant: str, baseline: str,
+                seeds: list[int]) -> stats.TestLevel | None:  # fmt: skip
+    """The comparison across test examples on the seeds both runs have predictions for."""
     pairs = [(f"{variant}/seed{s}", f"{baseline}/seed{s}") for s in seeds]
     pairs = [(v, b) for v, b in pairs if test.has(v) and test.has(b)]
     if not pairs:
-        return None, None
-    observed = float(np.mean([test.observed(metric, v) - test.observed(metric, b)
-                              for v, b in pairs]))  # fmt: skip
-    ci = stats.bootstrap_diff([test.resampled(metric, v) for v, _ in pairs],
-                              [test.resampled(metric, b) for _, b in pairs], observed)  # fmt: skip
-    if metric != "accuracy":
-        return ci, None
-    mc = stats.mcnemar(np.stack([test.correct(v) for v, _ in pairs]),
-                       np.stack([test.correct(b) for _, b in pairs]))  # fmt: skip
-    return ci, mc
+        return None
+    return test.compare(metric, [v for v, _ in pairs], [b for _, b in pairs])
 
 
 def _compare(table: pd.DataFrame, report: dict, key: str, test: _TestSet | None) -> None:
@@ -104,39 +103,29 @@ def _compare(table: pd.DataFrame, report: dict, key: str, test: _TestSet | None)
     runs, baseline = report["runs"], report["baseline"]
     others = [v for v in table.index if v != baseline]
     base = _seed_values(runs, baseline, key)
-    higher = not lower_is_better(key)
+    values = {v: _seed_values(runs, v, key) for v in others}
     how = report.get("per_example", {}).get(key)
-    results = {}
+    levels = {}
     for variant in others:
-        paired = stats.paired_seeds(base, _seed_values(runs, variant, key))
-        ci, mc = (None, None)
-        if test is not None and how is not None and paired.n:
-            seeds = sorted(set(base) & set(_seed_values(runs, variant, key)))
-            ci, mc = _test_level(test, how, variant, baseline, seeds)
-        results[variant] = (paired, ci, mc)
-    p_holm = dict(zip(others, stats.holm([results[v][0].p for v in others]), strict=True))
-    mc_p = [results[v][2][2] if results[v][2] else math.nan for v in others]
-    mc_holm = dict(zip(others, stats.holm(mc_p), strict=True))
-    alpha = stats.ALPHA / max(sum(math.isfinite(results[v][0].p) for v in others), 1)
-    for variant in others:
-        paired, ci, mc = results[variant]
-        mde = stats.detectable(paired.sd, paired.n, alpha)
+        seeds = sorted(set(base) & set(values[variant]))
+        ready = test is not None and how is not None and seeds
+        levels[variant] = _test_level(test, how, variant, baseline, seeds) if ready else None
+    higher = higher_is_better(report["family"], key)
+    compared = stats.compare(base, values, levels, higher, report.get("smallest_effect", 0.01))
+    nan = math.nan
+    for variant, c in compared.items():
+        level = c.test
         cells = {
-            f"delta_{key}": paired.diff, f"delta_{key}_low": paired.low,
-            f"delta_{key}_high": paired.high, f"p_{key}": paired.p,
-            f"p_holm_{key}": p_holm[variant], f"d_z_{key}": paired.d_z,
-            f"pairs_{key}": paired.n, f"sd_{key}": paired.sd, f"detectable_{key}": mde,
-            f"test_delta_{key}": ci.diff if ci else math.nan,
-            f"test_delta_{key}_low": ci.low if ci else math.nan,
-            f"test_delta_{key}_high": ci.high if ci else math.nan,
-            f"mcnemar_b_{key}": mc[0] if mc else math.nan,
-            f"mcnemar_c_{key}": mc[1] if mc else math.nan,
-            f"mcnemar_p_{key}": mc[2] if mc else math.nan,
-            f"mcnemar_p_holm_{key}": mc_holm[variant],
-            f"verdict_{key}": stats.verdict(
-                paired, p_holm[variant], ci, mc_holm[variant],
-                report.get("smallest_effect", 0.01), higher, mde,
-            ) if paired.n else "no pairs",
+            f"delta_{key}": c.seeds.diff, f"delta_{key}_low": c.seeds.low,
+            f"delta_{key}_high": c.seeds.high, f"p_{key}": c.seeds.p,
+            f"p_holm_{key}": c.p_holm, f"d_z_{key}": c.seeds.d_z,
+            f"pairs_{key}": c.seeds.n, f"sd_{key}": c.seeds.sd, f"detectable_{key}": c.detectable,
+            f"test_delta_{key}": level.diff if level else nan,
+            f"test_delta_{key}_low": level.low if level else nan,
+            f"test_delta_{key}_high": level.high if level else nan,
+            f"test_p_{key}": level.p if level else nan,
+            f"test_p_holm_{key}": c.test_p_holm,
+            f"verdict_{key}": c.verdict,
         }  # fmt: skip
         for column, value in cells.items():
             table.loc[variant, column] = value
@@ -247,8 +236,6 @@ def _interval(row: pd.Series, prefix: str, key: str) -> str:
 def _p(value: float) -> str:
     if value is None or math.isnan(value):
         return "—"
-    if value < 1e-300:
-        return "<1e-300"  # below what a float holds
     return f"{value:.2g}" if value < 0.001 else f"{value:.3f}"
 
 
@@ -260,7 +247,8 @@ def markdown(table: pd.DataFrame, report: dict) -> str:
         "variant", "changes", "runs", *(short(m) for m in metrics),
         *(["floor→ceiling"] if "gap_closed" in table else []), "train-val gap",
         "best epoch", "s/epoch", "params", f"Δ {short(headline)} across seeds [95% CI]",
-        "p paired t (Holm)", "d_z", "Δ across test examples [95% CI]", "McNemar p (Holm)",
+        "p paired t (Holm)", "d_z", "Δ across test examples [95% CI]",
+        "p permutation over examples (Holm)",
         "verdict",
     ]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -279,8 +267,8 @@ def markdown(table: pd.DataFrame, report: dict) -> str:
                 f"({_p(row.get(f'p_holm_{headline}', math.nan))})",
                 _number(row.get(f"d_z_{headline}", math.nan), "+.1f"),
                 _interval(row, "test_delta_", headline),
-                f"{_p(row.get(f'mcnemar_p_{headline}', math.nan))} "
-                f"({_p(row.get(f'mcnemar_p_holm_{headline}', math.nan))})",
+                f"{_p(row.get(f'test_p_{headline}', math.nan))} "
+                f"({_p(row.get(f'test_p_holm_{headline}', math.nan))})",
                 f"**{row[f'verdict_{headline}']}**"
                 if str(row.get(f"verdict_{headline}", "")) in ("better", "worse")
                 else str(row.get(f"verdict_{headline}", "—")),
@@ -333,11 +321,14 @@ def _intro(report: dict) -> str:
         "randomness): the runs share seeds, so the per-seed differences give a paired t-test, "
         "its 95% CI, p (Holm-adjusted over the suite's variants in brackets) and the effect "
         "size d_z = mean / sd of the differences. *Across test examples* (the finite test "
-        "set): both are scored on the same examples, so a paired bootstrap (1,000 resamples "
-        "of the test set, the same for every run) gives the CI of the seed-averaged "
-        "difference, and McNemar's exact test the p of the discordant predictions summed "
-        "over seeds. Verdict: *better*/*worse* when the paired t-test is significant after "
-        "Holm and the test examples agree; *no difference larger than X* when neither is and "
+        "set): the test example is the unit, each counted once however many seeds scored "
+        "it; a paired bootstrap (1,000 resamples of the test set, the same for every run) "
+        "gives the CI of the seed-averaged difference, and a paired permutation test (1,000 "
+        "random swaps of the two sides' predictions, example by example, every seed at once) "
+        "its p, Holm-adjusted; its smallest possible p is 1/1,001. Verdict: "
+        "*better*/*worse* when the paired t-test and the permutation test are both "
+        "significant after Holm, with the same sign; *no difference larger than X* when the "
+        "seeds are not and "
         f"every interval lies within ±X ≤ {report.get('smallest_effect', 0.01)}; otherwise "
         "*underpowered*, with the difference the seeds could detect (80% power, Holm's "
         "first step). train-val gap: val_loss − train_loss in the tested epoch. best "

@@ -22,7 +22,7 @@ from ablab.config import (
     Params,
     Suite,
     SuiteRun,
-    lower_is_better,
+    higher_is_better,
     nest_overrides,
     report_metrics,
 )
@@ -118,11 +118,12 @@ def unit_trainer(params: Params, suite_name: str, root: Path, processed: Path, r
     child run of `parent_id`, with a progress line first."""
     total = len(params.suite_runs(suite_name))
     headline, started, trained = params.suite_headline(suite_name), time.monotonic(), [0]
+    task = params.experiments[params.suites[suite_name].experiment].task
 
     def train_unit(run: SuiteRun) -> tuple[dict, dict | None]:
         done = units.finished(study)
         name = f"{suite_name}/{run.variant}/seed{run.seed}"
-        best = best_so_far(list(done.values()), headline)
+        best = best_so_far(list(done.values()), headline, task)
         print(progress_line(len(done) + 1, total, name, time.monotonic() - started, best,
                             headline, trained[0]), flush=True)  # fmt: skip
         row = {"variant": run.variant, "seed": run.seed}
@@ -249,13 +250,13 @@ def predictions_npz(predictions: dict[str, dict[str, np.ndarray]]) -> bytes:
     return buffer.getvalue()
 
 
-def best_so_far(rows: list[dict], metric: str) -> tuple[str, float] | None:
+def best_so_far(rows: list[dict], metric: str, task: str) -> tuple[str, float] | None:
     """The finished unit with the best `metric` so far: ("variant/seedN", value), or None."""
     scored = [(f"{r['variant']}/seed{r['seed']}", r["summary"][metric])
               for r in rows if metric in r.get("summary", {})]  # fmt: skip
     if not scored:
         return None
-    pick = min if lower_is_better(metric) else max
+    pick = max if higher_is_better(task, metric) else min
     return pick(scored, key=lambda item: item[1])
 
 

@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from torch import nn
 
 from ablab import diagnose, figures, resume, tracking
-from ablab.config import DiagnoseParams, Experiment, Params, lower_is_better
+from ablab.config import DiagnoseParams, Experiment, Params, higher_is_better
 from ablab.families import DivergedError, Family, Fit, family
 from ablab.files import write_atomic
 from ablab.models import count_parameters, dead_relu_fraction
@@ -120,17 +120,17 @@ class Diagnosis:
         print(f"diagnosis: {names} (diagnosis.md; ablab diagnose {run_id})", flush=True)
 
 
-def _best_row(history: list[dict], monitor: str) -> dict:
+def _best_row(history: list[dict], task: str, monitor: str) -> dict:
     rows = [r for r in history if monitor in r]
     if not rows:
         return {}
-    pick = min if lower_is_better(monitor) else max
+    pick = max if higher_is_better(task, monitor) else min
     return pick(rows, key=lambda r: r[monitor])
 
 
 def _callbacks(exp: Experiment, fam: Family, run_id: str | None, ckpt_dir: Path):
     stop = exp.train.early_stopping
-    mode = "min" if lower_is_better(stop.monitor) else "max"
+    mode = "max" if higher_is_better(exp.task, stop.monitor) else "min"
     callbacks: list[pl.Callback] = [
         tracking.EpochLogger(run_id, fam.epoch_metrics),
         ModelCheckpoint(dirpath=ckpt_dir, monitor=stop.monitor, mode=mode, save_weights_only=True),
@@ -156,7 +156,7 @@ def _epoch_summary(exp: Experiment, history: list[dict], module) -> dict[str, fl
     """What the epochs say, for every family: the best epoch by the early-stopping monitor,
     its validation values, the train-val gap in the tested epoch, time and size."""
     hp = exp.train
-    best = _best_row(history, hp.early_stopping.monitor)
+    best = _best_row(history, exp.task, hp.early_stopping.monitor)
     out: dict[str, float] = {"best_epoch": int(best.get("epoch", 0))}
     kept = ("val_loss", "val_accuracy", "val_mae", "val_frechet_distance")
     out.update({f"best_{k}": best[k] for k in kept if k in best})

@@ -78,7 +78,7 @@ def load_study(params: Params, root: Path) -> optuna.Study:
     study = optuna.create_study(
         storage=open_storage(tune, root),
         study_name=tune.study_name,
-        direction=tune.direction,
+        direction=params.tune_direction(),
         sampler=sampler(tune),
         pruner=pruner(tune, max_epochs),
         load_if_exists=True,
@@ -162,7 +162,7 @@ def objective_for(params: Params, root: Path, parent_id: str, threads: int):
             trial.set_user_attr("failure", f"diverged: {exc}")
             return math.nan  # Optuna records NaN as FAIL; the study goes on
         history = [r[tune.metric] for r in result.history if tune.metric in r]
-        best = (max if tune.direction == "maximize" else min)(history)
+        best = (max if params.tune_direction() == "maximize" else min)(history)
         _link(trial, client, result.run_id)
         client.set_tag(result.run_id, "ablab.trial_state", "COMPLETE")
         client.log_metric(result.run_id, f"objective_{tune.metric}", best)

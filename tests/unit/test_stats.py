@@ -1,12 +1,13 @@
 """The suite statistics against hand computations and a second library (statsmodels,
-scikit-learn), never against the scipy call the code itself makes."""
+scikit-learn, scipy's permutation test, which ablab does not call), never against the call the
+code itself makes."""
 
 import math
 
 import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 from sklearn.metrics import f1_score, recall_score
-from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestPower
 
@@ -64,23 +65,72 @@ def test_holm_matches_statsmodels_and_keeps_nan():
     assert with_nan[2] == pytest.approx(0.04)
 
 
-@pytest.mark.parametrize("b, c", [(12, 3), (40, 38), (0, 6), (5, 0), (250, 205)])
-def test_mcnemar_matches_statsmodels_exact(b, c):
-    both, neither = 700, 100
-    v = np.array([1] * both + [1] * b + [0] * c + [0] * neither, bool)
-    w = np.array([1] * both + [0] * b + [1] * c + [0] * neither, bool)
-    got_b, got_c, p = stats.mcnemar(v, w)
-    assert (got_b, got_c) == (b, c)
-    table = [[both, b], [c, neither]]
-    assert p == pytest.approx(sm_mcnemar(table, exact=True).pvalue)
+def test_permutation_p_matches_scipys_exact_paired_test():
+    # 12 examples, 3 seeds: scipy enumerates all 2^12 sign flips of the per-example share
+    # differences (an exact paired permutation test); ablab draws 20,000 example swaps
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 12)
+    variant = [np.where(rng.random(12) < 0.8, y, 1 - y) for _ in range(3)]
+    baseline = [np.where(rng.random(12) < 0.5, y, 1 - y) for _ in range(3)]
+    share = np.mean(
+        [(v == y).astype(float) - (b == y) for v, b in zip(variant, baseline, strict=True)], 0
+    )
+    exact = scipy_stats.permutation_test((share,), np.mean, permutation_type="samples",
+                                         n_resamples=10**6).pvalue  # fmt: skip
+    got = stats.permutation_p("accuracy", y, variant, baseline, 2, count=20000)
+    assert got == pytest.approx(exact, abs=0.01)
 
 
-def test_mcnemar_by_hand_and_pooled_over_seeds():
-    # b=3, c=0: p = 2 * 0.5**3 = 0.25
-    v = np.array([[1, 1, 1, 0], [1, 1, 0, 0]], bool)
-    w = np.array([[0, 0, 1, 0], [0, 1, 0, 0]], bool)
-    assert stats.mcnemar(v, w) == (3, 0, pytest.approx(0.25))
-    assert stats.mcnemar(w, w)[2] == 1.0
+def test_an_example_counts_once_however_many_seeds_scored_it():
+    """Three seeds that made the same predictions are one piece of evidence, not three: the
+    p-value of the test examples does not shrink (pooled McNemar's would, by about 3x in z)."""
+    rng = np.random.default_rng(4)
+    n = 2000
+    y = rng.integers(0, 3, n)
+    base = np.where(rng.random(n) < 0.8, y, (y + 1) % 3)
+    better = base.copy()
+    fix = np.flatnonzero(base != y)[:25]  # +0.0125 on 2,000 examples
+    better[fix] = y[fix]
+    one = stats.permutation_p("accuracy", y, [better], [base], 3)
+    three = stats.permutation_p("accuracy", y, [better] * 3, [base] * 3, 3)
+    assert one == three
+    assert one < 0.01  # 25 examples fixed, none broken: a clear difference on one seed
+    assert stats.permutation_p("accuracy", y, [base] * 3, [base] * 3, 3) == 1.0
+
+
+def test_permutation_p_of_a_metric_that_is_not_a_mean_over_examples():
+    rng = np.random.default_rng(5)
+    n = 1500
+    y = rng.integers(0, 4, n)
+    base = np.where(rng.random(n) < 0.7, y, (y + 1) % 4)
+    better = base.copy()
+    fix = np.flatnonzero((base != y) & (y == 3))[:60]  # class 3's recall and F1 rise
+    better[fix] = y[fix]
+    assert stats.permutation_p("macro_f1", y, [better], [base], 4, count=500) < 0.01
+    assert stats.permutation_p("minority_recall", y, [better], [base], 4, [3], count=500) < 0.01
+    assert stats.permutation_p("macro_f1", y, [base], [base], 4, count=200) == 1.0
+    # swapping labels (variant <-> baseline) flips the difference but not the p
+    assert stats.permutation_p("macro_f1", y, [base], [better], 4, count=500) == pytest.approx(
+        stats.permutation_p("macro_f1", y, [better], [base], 4, count=500)
+    )
+
+
+def test_test_level_bootstrap_of_accuracy_matches_the_confusion_path():
+    rng = np.random.default_rng(6)
+    n = 800
+    y = rng.integers(0, 3, n)
+    runs = [np.where(rng.random(n) < q, y, (y + 1) % 3) for q in (0.8, 0.75, 0.82, 0.7)]
+    boot = stats.Resamples(n, count=300, seed=0)
+    fast = stats.test_level("accuracy", y, runs[:2], runs[2:], 3, boot, permutations=100)
+    slow = stats.test_level(
+        "accuracy", y, runs[:2], runs[2:], 3, boot, permutations=100,
+        variant_resampled=[boot.metric("accuracy", y, r, 3) for r in runs[:2]],
+        baseline_resampled=[boot.metric("accuracy", y, r, 3) for r in runs[2:]],
+    )  # fmt: skip
+    assert (fast.low, fast.high) == pytest.approx((slow.low, slow.high))
+    assert fast.diff == pytest.approx(np.mean([(r == y).mean() for r in runs[:2]])
+                                      - np.mean([(r == y).mean() for r in runs[2:]]))  # fmt: skip
+    assert fast.p == slow.p
 
 
 def test_metrics_on_confusions_match_scikit_learn():
@@ -133,14 +183,19 @@ def _paired(diff, low, high, p):
 
 def test_verdicts():
     seeds = _paired(0.02, 0.01, 0.03, 0.004)
-    test = stats.TestLevel(0.02, 0.012, 0.028)
+    test = stats.TestLevel(0.02, 0.012, 0.028, 0.001)
     assert stats.verdict(seeds, 0.01, test, 0.001, 0.01, True, 0.01) == "better"
     assert stats.verdict(seeds, 0.01, test, 0.001, 0.01, False, 0.01) == "worse"  # a loss
     # the test set does not agree after Holm: not a verdict
     assert stats.verdict(seeds, 0.01, test, 0.2, 0.01, True, 0.01).startswith("underpowered")
+    # significant on the test examples the other way: not a verdict either
+    against = stats.TestLevel(-0.01, -0.02, -0.004, 0.001)
+    assert stats.verdict(seeds, 0.01, against, 0.001, 0.01, True, 0.01).startswith("underpowered")
+    # the test examples alone never decide: the seeds are not significant
+    assert stats.verdict(seeds, 0.2, test, 0.001, 0.01, True, 0.01).startswith("underpowered")
     # neither significant, every interval within ±0.004
     small = _paired(0.001, -0.003, 0.004, 0.6)
-    small_test = stats.TestLevel(0.001, -0.002, 0.003)
+    small_test = stats.TestLevel(0.001, -0.002, 0.003, 0.5)
     text = stats.verdict(small, 0.9, small_test, 0.7, 0.01, True, 0.005)
     assert text == "no difference larger than 0.004"
     wide = _paired(0.001, -0.03, 0.04, 0.6)

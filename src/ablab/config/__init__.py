@@ -10,7 +10,8 @@ from ablab.config.families import (
     ENTRIES,
     ExperimentEntry,
     check_techniques,
-    lower_is_better,
+    direction,
+    higher_is_better,
     report_metrics,
 )
 from ablab.config.load import Experiment, ModelParams, Params, SuiteRun, load, validate
@@ -31,6 +32,6 @@ __all__ = [
     "DataParams", "DiagnoseParams", "EvaluatorParams", "Experiment", "ExperimentData",
     "ExperimentEntry", "MLPParams", "ModelParams", "Params", "RNNParams", "SearchDimension",
     "Seq2SeqParams", "Skew", "Suite", "SuiteRun", "TfidfParams", "TrainParams", "TuneParams",
-    "check_techniques", "load", "lower_is_better", "nest_overrides", "parse_override",
+    "check_techniques", "direction", "higher_is_better", "load", "nest_overrides", "parse_override",
     "report_metrics", "validate",
 ]  # fmt: skip

@@ -31,9 +31,28 @@ ARCH_INPUTS = {
 }  # fmt: skip
 
 
+Direction = Literal["higher", "lower"]
+DIRECTION_WORDS = ("higher", "lower")
+
+# what every family's runs report beside its own metrics: losses, the train-val gap, time, size
+COMMON_DIRECTIONS: dict[str, Direction] = {
+    "train_loss": "lower", "train_objective": "lower", "val_loss": "lower", "test_loss": "lower",
+    "train_val_gap": "lower", "seconds_per_epoch": "lower", "parameters": "lower",
+}  # fmt: skip
+
+
+def _directions(higher: tuple[str, ...] = (), lower: tuple[str, ...] = ()) -> dict[str, Direction]:
+    out: dict[str, Direction] = dict(COMMON_DIRECTIONS)
+    out.update(dict.fromkeys(higher, "higher"))
+    out.update(dict.fromkeys(lower, "lower"))
+    return out
+
+
 class EntryBase(Strict):
     """An experiment as written in params.yaml: its family, network and the defaults it
-    overrides. Subclasses name what their family reports."""
+    overrides. Subclasses name what their family reports, and for each metric the way it gets
+    better (`directions`): early stopping, the checkpoint, the best epoch, a suite's best unit,
+    the report's verdicts and the search read it there; nothing guesses it from a name."""
 
     data: ExperimentData = ExperimentData()
     train: dict[str, Any] = {}
@@ -46,8 +65,20 @@ class EntryBase(Strict):
     compared: ClassVar[tuple[str, ...]]  # compared with the baseline in the report
     headline: ClassVar[str]  # a suite's default headline
     # compared metrics that the test predictions give per example (metric -> how: see
-    # ablab.stats.METRICS): the report adds McNemar's test and a paired bootstrap for them
+    # ablab.stats.METRICS): the report adds a permutation test and a bootstrap over examples
     per_example: ClassVar[dict[str, str]] = {}
+    # metric -> "higher" or "lower": every test, per-epoch validation and reported metric
+    directions: ClassVar[dict[str, Direction]]
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if not hasattr(cls, "directions"):
+            return  # EntryBase itself
+        named = {m for kind in ("test_metrics", "epoch_metrics", "reported", "compared")
+                 for m in getattr(cls, kind, ())}  # fmt: skip
+        missing = sorted(named - set(cls.directions))
+        if missing:
+            raise TypeError(f"{cls.__name__}: no direction declared for {', '.join(missing)}")
 
 
 class MlmParams(Strict):
@@ -82,6 +113,9 @@ class ClassifyEntry(EntryBase):
         "test_macro_f1": "macro_f1",
         "test_minority_recall": "minority_recall",
     }
+    directions = _directions(higher=(
+        "test_accuracy", "test_macro_f1", "test_minority_recall", "val_accuracy", "val_macro_f1",
+    ))  # fmt: skip
 
 
 class RegressEntry(EntryBase):
@@ -93,6 +127,7 @@ class RegressEntry(EntryBase):
     reported = ("test_mae", "test_rmse", "test_loss")
     compared = ("test_mae", "test_rmse")
     headline = "test_mae"
+    directions = _directions(lower=("test_mae", "test_rmse", "val_mae"))
 
 
 class TranslateEntry(EntryBase):
@@ -104,6 +139,7 @@ class TranslateEntry(EntryBase):
     reported = ("test_accuracy", "test_char_accuracy", "test_loss")
     compared = ("test_accuracy", "test_char_accuracy")
     headline = "test_accuracy"
+    directions = _directions(higher=("test_accuracy", "test_char_accuracy", "val_accuracy"))
 
 
 class ReconstructEntry(EntryBase):
@@ -119,6 +155,12 @@ class ReconstructEntry(EntryBase):
     compared = ("test_probe_accuracy", "test_recon_loss", "test_noisy_recon_loss")
     headline = "test_probe_accuracy"
     per_example = {"test_probe_accuracy": "accuracy"}  # the linear probe's predictions
+    # active code: the share of code units a test image turns on (sparse codes aim low, but
+    # a larger share is a code that keeps more: higher)
+    directions = _directions(
+        higher=("test_probe_accuracy", "pca_probe_accuracy", "test_code_active_fraction"),
+        lower=("test_recon_loss", "test_noisy_recon_loss", "pca_recon_loss"),
+    )
 
 
 class GenerateEntry(EntryBase):
@@ -146,6 +188,18 @@ class GenerateEntry(EntryBase):
     )  # fmt: skip
     compared = ("test_frechet_distance", "test_inception_score", "test_class_entropy")
     headline = "test_frechet_distance"
+    # class entropy: every class present is ln(10); classifier confidence: samples the
+    # evaluator reads as a clear digit
+    directions = _directions(
+        higher=(
+            "test_inception_score", "test_class_entropy", "test_classifier_confidence",
+            "test_conditional_accuracy", "test_mapped_accuracy", "test_unmapped_accuracy",
+        ),
+        lower=(
+            "test_frechet_distance", "test_kernel_distance", "real_frechet_distance",
+            "val_frechet_distance",
+        ),
+    )  # fmt: skip
 
 
 class PseudoLabelParams(Strict):
@@ -182,6 +236,10 @@ class ImageClassifierEntry(EntryBase):
     compared = ("test_accuracy", "test_macro_f1")
     headline = "test_accuracy"
     per_example = {"test_accuracy": "accuracy", "test_macro_f1": "macro_f1"}
+    directions = _directions(higher=(
+        "test_accuracy", "test_macro_f1", "val_accuracy", "val_macro_f1",
+        "final_pseudo_label_accuracy", "source_test_accuracy",
+    ))  # fmt: skip
 
 
 class PseudoLabelEntry(ImageClassifierEntry):
@@ -253,6 +311,9 @@ class MaskedLmEntry(EntryBase):
     reported = ("test_mlm_accuracy", "test_perplexity", "test_loss")
     compared = ("test_mlm_accuracy", "test_loss")
     headline = "test_mlm_accuracy"
+    directions = _directions(
+        higher=("test_mlm_accuracy", "val_mlm_accuracy"), lower=("test_perplexity",)
+    )
 
 
 ENTRIES: dict[str, type[EntryBase]] = {
@@ -278,9 +339,20 @@ ExperimentEntry = Annotated[
 ]
 
 
-def lower_is_better(metric: str) -> bool:
-    """Losses and errors go down when a model gets better; accuracies and scores go up."""
-    return any(word in metric for word in ("loss", "mae", "rmse", "gap", "distance"))
+def direction(task: str, metric: str) -> Direction:
+    """The way `metric` of family `task` gets better, as the family declares it; a metric it
+    does not declare is an error naming it (a suite headline or monitor is checked on load)."""
+    declared = ENTRIES[task].directions
+    if metric not in declared:
+        raise ValueError(
+            f"{metric!r}: task {task} declares no direction for it; its metrics: "
+            f"{', '.join(sorted(declared))}"
+        )
+    return declared[metric]
+
+
+def higher_is_better(task: str, metric: str) -> bool:
+    return direction(task, metric) == "higher"
 
 
 def report_metrics(task: str) -> tuple[str, ...]:

@@ -21,6 +21,8 @@ from ablab.config.families import (
     MlmParams,
     PseudoLabelParams,
     check_techniques,
+    direction,
+    higher_is_better,
 )
 from ablab.config.nets import (
     AutoencoderParams,
@@ -187,7 +189,20 @@ class Params(Strict):
                 f"tune.metric: got {tune.metric!r}; a {entry.task} experiment reports "
                 + ", ".join(repr(m) for m in entry.epoch_metrics) + " per epoch"
             ])  # fmt: skip
+        declared = "maximize" if higher_is_better(entry.task, tune.metric) else "minimize"
+        if tune.direction is not None and tune.direction != declared:
+            raise invalid(self._source, [
+                f"tune.direction: got {tune.direction!r}; {tune.metric} gets better "
+                f"{direction(entry.task, tune.metric)}, so the search must {declared} it "
+                "(leave tune.direction out: it follows the metric)"
+            ])  # fmt: skip
         return _resolved(self, tune.experiment, entry, self.seed if seed is None else seed, "tune")
+
+    def tune_direction(self) -> str:
+        """ "maximize" or "minimize": the way the tune metric gets better, as its family
+        declares it."""
+        task = self.experiment(self.tune.experiment).task
+        return "maximize" if higher_is_better(task, self.tune.metric) else "minimize"
 
     def preprocess_knobs(self) -> dict:
         """What preprocessing reads of the params, resolved (the `datasets` stage writes it to

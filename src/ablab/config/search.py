@@ -122,7 +122,8 @@ class TuneParams(Strict):
     space: dict[str, SearchDimension] = Field(min_length=1)  # dotted key -> range
     common: dict[str, Any] = {}  # overrides every trial shares (e.g. a subset, fewer epochs)
     metric: Literal["val_loss", "val_accuracy", "val_macro_f1", "val_mae"] = "val_accuracy"
-    direction: Literal["minimize", "maximize"] = "maximize"
+    # None: as the metric's family declares it (a direction against it is refused by name)
+    direction: Literal["minimize", "maximize"] | None = None
     n_trials: Annotated[int, Field(ge=1)] | None = 20
     timeout: Annotated[float, Field(gt=0)] | None = None  # seconds, for the whole study
     sampler: Literal["tpe", "random", "grid", "cmaes"] = "tpe"
