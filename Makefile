@@ -45,15 +45,17 @@ $(STAMP): $(BIN)/python requirements.lock pyproject.toml
 .dvc/plots.html: $(STAMP)
 	$(BIN)/python -m ablab.plots_page $@
 
-# Debian's copy of Fashion-MNIST, where apt works as root; skipped quietly elsewhere
-# (ablab then uses its cache or downloads).
-# the browser test's chromium (Debian's), where apt-get works as root; elsewhere it is skipped
+# What the integration tests start: Debian's chromium (the browser tests) and PostgreSQL (the
+# shared-storage tests), where apt-get works as root; elsewhere those tests skip, saying why.
 system-test:
-	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && ! command -v chromium >/dev/null; then \
-	  (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 \
-	    || echo "note: could not install chromium; the browser test will be skipped"; \
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    { ! command -v chromium >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; }; then \
+	  (apt-get update -qq && apt-get install -y -qq chromium postgresql) >/dev/null 2>&1 \
+	    || echo "note: could not install chromium and postgresql; the tests needing them will skip"; \
 	fi
 
+# Debian's copy of Fashion-MNIST, where apt works as root; skipped quietly elsewhere
+# (ablab then uses its cache or downloads).
 system-data:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	    ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then \

@@ -1,5 +1,7 @@
 """Where the default run's time goes: every unit of the last `dvc repro` in this checkout's
-MLflow store (mlruns/), by stage and variant, from the runs' own start and end times.
+MLflow store (mlruns/), by stage and variant, from the runs' own start and end times. Runs are
+picked by the tag `ablab.dvc_stage` (the DVC stage that ran them): runs of `ablab train`,
+`ablab suite` and the like outside DVC, and of `dvc exp run`, are left out.
 
 `python bench/units.py` prints the table; `make bench` adds it to BENCHMARKS.md. A unit is a
 leaf run (a fold, a suite's seed, a tune trial); a stage's span runs from its first run's
@@ -25,7 +27,8 @@ def _runs(root: Path, experiment: str) -> pd.DataFrame:
         return runs
     wanted = ("tags.ablab.stage", "tags.ablab.suite", "tags.ablab.variant",
               "tags.mlflow.parentRunId", "metrics.seconds_per_epoch",
-              "metrics.epochs_trained")  # fmt: skip
+              "metrics.epochs_trained", "tags.ablab.dvc_stage",
+              "tags.ablab.dvc_experiment")  # fmt: skip
     for column in wanted:
         if column not in runs:
             runs[column] = None
@@ -33,22 +36,11 @@ def _runs(root: Path, experiment: str) -> pd.DataFrame:
         tag = f"tags.summary.{name}"  # page holds curves only; metrics in older stores
         if tag in runs:
             runs[f"metrics.{name}"] = runs[tag].astype(float).fillna(runs[f"metrics.{name}"])
-    runs = runs[runs.end_time.notna()].copy()
+    from_repro = runs["tags.ablab.dvc_stage"].notna() & runs["tags.ablab.dvc_experiment"].isna()
+    runs = runs[runs.end_time.notna() & from_repro].copy()
     runs["seconds"] = (runs.end_time - runs.start_time).dt.total_seconds()
-    columns = (runs["tags.ablab.stage"], runs["tags.ablab.suite"], runs["tags.mlflow.runName"])
-    runs["stage"] = [_stage(*row) for row in zip(*columns, strict=True)]
+    runs["stage"] = runs["tags.ablab.dvc_stage"]
     return runs
-
-
-def _stage(stage: str | None, suite: str | None, run_name: str) -> str:
-    """The DVC stage a run came from: its suite, its study (tune/<study>/...), its experiment
-    (<experiment>, <experiment>/fold<i>), or the report."""
-    if stage not in ("train", "suite", "tune"):
-        return str(stage)
-    if isinstance(suite, str) and suite:
-        return f"suite@{suite}"
-    parts = str(run_name).split("/")
-    return f"tune@{parts[1]}" if parts[0] == "tune" and len(parts) > 1 else f"train@{parts[0]}"
 
 
 def _latest(runs: pd.DataFrame) -> pd.DataFrame:
@@ -66,7 +58,9 @@ def table(root: Path = ROOT, experiment: str = "ablab") -> list[str]:
         return [f"No MLflow store at {store}: run `make run` first."]
     runs = _runs(root, experiment)
     if runs.empty:
-        return [f"No runs in experiment {experiment!r} of {store}: run `make run` first."]
+        return [
+            f"No runs of `dvc repro` in experiment {experiment!r} of {store}: run `make run` first."
+        ]
     runs = _latest(runs)
     parents = set(runs["tags.mlflow.parentRunId"].dropna())
     leaves = runs[~runs.run_id.isin(parents)]

@@ -2,7 +2,7 @@
 
 import os
 
-# Nothing is sent or written outside the project (DESIGN.md); set before mlflow is imported.
+# Nothing is sent or written outside the project; set before mlflow is imported.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 # one line per stage in logs, not a progress bar per downloaded artifact
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

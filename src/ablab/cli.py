@@ -237,7 +237,7 @@ def cmd_ui(args: argparse.Namespace) -> None:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> None:
-    from ablab.studies import masked, storage_url
+    from ablab.studies import masked, open_storage, storage_url
 
     params = load(args.params, args.set)
     if params.tune is None:
@@ -245,7 +245,14 @@ def cmd_dashboard(args: argparse.Namespace) -> None:
     url = storage_url(params.tune, _root())
     command = [sys.executable, "-c", "from optuna_dashboard._cli import main; main()", url,
                "--host", "127.0.0.1", "--port", str(args.port)]  # fmt: skip
-    _serve(command, f"Optuna dashboard of {masked(url)} on http://127.0.0.1:{args.port}")
+    base = f"http://127.0.0.1:{args.port}/dashboard"
+    name = params.tune.study_name
+    try:  # the storage also holds every suite's study: open on the search's own
+        study_id = open_storage(url, 60, 0).get_study_id_from_name(name)
+        where = f"{base}/studies/{study_id} (the tune study {name!r}; every study: {base})"
+    except KeyError:
+        where = f"{base} (no tune study {name!r} yet: `ablab tune` makes it)"
+    _serve(command, f"Optuna dashboard of {masked(url)} on {where}")
 
 
 def _serve(command: list[str], what: str) -> None:

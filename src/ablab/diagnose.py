@@ -280,6 +280,20 @@ def lr_finder(run: RunRecord, suggested: float, th: DiagnoseParams) -> Finding |
     )
 
 
+def lr_finder_note(run: RunRecord, suggested: float, th: DiagnoseParams) -> str:
+    """What the finder said, whether or not it fired a finding."""
+    lr = run.number("train.lr")
+    if not math.isfinite(suggested) or suggested <= 0:
+        return "learning-rate finder: no suggestion (the loss curve gave none)"
+    if not math.isfinite(lr):
+        return f"learning-rate finder: suggests {suggested:.2g} (the run logged no train.lr)"
+    factor = max(suggested / lr, lr / suggested)
+    verdict = ("a finding above" if factor >= th.lr_find_factor
+               else f"within {th.lr_find_factor:g}x: keep the lr")  # fmt: skip
+    return (f"learning-rate finder: suggests {suggested:.2g}, {factor:.1f}x from the lr used "
+            f"({lr:g}): {verdict}")  # fmt: skip
+
+
 def _round(value: float) -> float:
     return float(f"{value:.2g}")
 

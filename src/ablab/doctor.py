@@ -6,10 +6,12 @@ and quote what the suites measured for each suggestion."""
 from __future__ import annotations
 
 import math
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 
 from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from ablab import diagnose, tracking
@@ -38,7 +40,9 @@ def find_run(client: MlflowClient, experiment_id: str, params: Params, what: str
         return named[0]
     try:
         return client.get_run(what)
-    except Exception:  # MlflowException for a malformed or unknown id
+    except MlflowException as exc:
+        if not tracking.absent(exc):  # the store itself failed: say so as MLflow does
+            raise
         raise ConfigError(
             f"{what!r} is not an experiment in params.yaml, a run name or a run id in the store; "
             f"experiments: {', '.join(params.experiments)}"
@@ -65,14 +69,18 @@ def record(client: MlflowClient, run: Run) -> diagnose.RunRecord:
     )  # fmt: skip
 
 
+PER_CLASS = "per_class_metrics.json"
+
+
 def _per_class(run: Run) -> dict[str, float]:
-    """A classifier's per-class test scores, from the artifact its run logged (none: {})."""
+    """A classifier's per-class test scores, from the artifact its run logged; {} for a run
+    that logged none (not a classifier): the imbalance check then has nothing to read."""
     import mlflow
 
-    try:
-        return mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/per_class_metrics.json")
-    except Exception:  # MlflowException or OSError: no such artifact, not a classifier
+    names = {a.path for a in MlflowClient().list_artifacts(run.info.run_id)}
+    if PER_CLASS not in names:
         return {}
+    return mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/{PER_CLASS}")
 
 
 def resolved_experiment(params: Params, run: diagnose.RunRecord, seed: int) -> Experiment:
@@ -96,10 +104,12 @@ def find_lr(params: Params, exp: Experiment, root: Path) -> float:
     data = fam.data(exp, root / "data" / "processed")
     data.setup()
     module = fam.module(exp, data)
-    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, enable_checkpointing=False,
-                         default_root_dir=str(root / ".ablab-lr-find"))  # fmt: skip
-    finder = Tuner(trainer).lr_find(module, datamodule=data, update_attr=False)
+    # the finder's temporary checkpoint goes to a folder of its own, removed afterwards
+    with tempfile.TemporaryDirectory(prefix="ablab-lr-find-") as folder:
+        trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False,
+                             enable_progress_bar=False, enable_model_summary=False,
+                             enable_checkpointing=False, default_root_dir=folder)  # fmt: skip
+        finder = Tuner(trainer).lr_find(module, datamodule=data, update_attr=False)
     suggestion = finder.suggestion() if finder is not None else None
     return math.nan if suggestion is None else float(suggestion)
 
@@ -111,16 +121,18 @@ def run_diagnose(params: Params, root: Path, what: str, lr_find: bool = False) -
     run = find_run(client, experiment_id, params, what)
     rec = record(client, run)
     findings = diagnose.diagnose(rec, params.diagnose)
+    notes = []
     if lr_find:
         seed = int(run.data.tags.get("ablab.seed", params.seed))
         suggested = find_lr(params, resolved_experiment(params, rec, seed), Path(root))
         extra = diagnose.lr_finder(rec, suggested, params.diagnose)
         findings += [extra] if extra is not None else []
+        notes.append(diagnose.lr_finder_note(rec, suggested, params.diagnose))
     related = [rec.suite] if rec.suite else []
     related += [n for n, s in params.suites.items() if s.experiment == rec.experiment]
     reports = diagnose.suite_rows(root, list(dict.fromkeys(related)))
     findings = diagnose.complete(rec, findings, reports)
     title = f"{run.info.run_name} ({run.info.run_id}, {run.info.status})"
     if not findings:
-        return [f"{title}: no check fired"]
-    return [f"{title}:"] + [f"- {f.line()}" for f in findings]
+        return [f"{title}: no check fired", *notes]
+    return [f"{title}:"] + [f"- {f.line()}" for f in findings] + notes

@@ -1,7 +1,7 @@
 """Which ablab source files running a module involves, read from the source (no import):
 its ablab imports anywhere (function-level ones too: commands import heavy modules lazily),
 their parent packages' __init__, recursively, and the files a module reads as code by name
-(ablab.serving logs image_classifier.py). `code_hash` hashes them for the suite's study key, the
+(ablab.serving logs image_model.py). `code_hash` hashes them for the suite's study key, the
 pretrained networks and the resume checkpoints, and a test checks that each DVC stage depends
 on them."""
 

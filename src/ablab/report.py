@@ -471,7 +471,7 @@ def run_report(params: Params, root: Path, recipe: str = "default") -> dict[str,
     experiment_id = tracking.use_store(root, params.mlflow_experiment)
     tags = {"ablab.stage": "report", "ablab.suites": ",".join(params.suites),
             "ablab.recipe": recipe}  # fmt: skip
-    tags.update(tracking.commit_tag(root))
+    tags.update(tracking.origin_tags(root))
     client = MlflowClient()
     for folder in suite_dirs:
         report = json.loads((folder / "runs.json").read_text())

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 from mlflow.entities import RunStatus
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from ablab import resume, stats, tracking, units
@@ -216,13 +217,20 @@ def _parent_run(
     found = study.user_attrs.get("mlflow_parent_run_id")
     if found:
         try:
+            active = client.get_run(found).info.lifecycle_stage == "active"
+        except MlflowException as exc:
+            if not tracking.absent(exc):  # the store could not be asked: that is an error
+                raise
+            active = False
+        if active:
             client.update_run(found, status="RUNNING")
             return found
-        except Exception:  # MlflowException: deleted, or another store: start a new one
-            pass
+        print(f"{suite_name}: the study's parent run {found} is deleted or not in this store "
+              "(another MLFLOW_TRACKING_URI?): a new parent run holds the units from here",
+              flush=True)  # fmt: skip
     tags = {"ablab.suite": suite_name, "ablab.stage": "suite", "ablab.role": "suite",
             "ablab.experiment": suite.experiment, "ablab.recipe": recipe}  # fmt: skip
-    tags.update(tracking.commit_tag(root))
+    tags.update(tracking.origin_tags(root))
     suffix, dvc_tags = tracking.dvc_experiment()
     tags.update(dvc_tags)
     name = f"suite/{suite_name}" + ("/full" if recipe == "full" else "") + suffix

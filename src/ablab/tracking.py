@@ -17,6 +17,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from ablab import machine
 from ablab.config import ConfigError
 
 
@@ -65,10 +66,20 @@ def use_store(root: Path, experiment: str) -> str:
         check_server(uri)
         return _experiment_id(experiment, None)
     (store_root(root) / "mlruns").mkdir(parents=True, exist_ok=True)
+    location = f"{artifact_root(root)}/{experiment}"
     # Processes starting together on a new store would race to create its tables.
     with open(store_root(root) / "mlruns" / ".store.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return _experiment_id(experiment, f"{artifact_root(root)}/{experiment}")
+        experiment_id = _experiment_id(experiment, location)
+    found = MlflowClient().get_experiment(experiment_id).artifact_location
+    if found != location and found.endswith(f"/mlruns/artifacts/{experiment}"):  # another root
+        raise ConfigError(
+            f"{store_root(root) / 'mlruns' / 'mlflow.db'}: this store keeps experiment "
+            f"{experiment!r}'s artifacts in {found}, not in this checkout ({location}): the "
+            "project was moved or copied, and its runs' files would go to the old folder. "
+            "Move it back, or start a new store here (move mlruns/ aside)"
+        )
+    return experiment_id
 
 
 class StoreUnreachable(ConfigError):
@@ -140,10 +151,17 @@ def git_commit(root: Path) -> str | None:
     return out.stdout.strip() or None
 
 
-def commit_tag(root: Path) -> dict[str, str]:
-    """MLflow's `mlflow.source.git.commit` tag for the checkout at root (none outside git)."""
+def origin_tags(root: Path) -> dict[str, str]:
+    """Where a run comes from: MLflow's `mlflow.source.git.commit` for the checkout at root
+    (none outside git), the DVC stage that ran it (`ablab.dvc_stage`, none outside `dvc
+    repro`) and the machine and library versions (`ablab.machine`, `ablab.versions`)."""
+    tags = machine.tags()
     commit = git_commit(root)
-    return {"mlflow.source.git.commit": commit} if commit else {}
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    if os.environ.get("DVC_STAGE"):  # DVC sets it for every stage command it runs
+        tags["ablab.dvc_stage"] = os.environ["DVC_STAGE"]
+    return tags
 
 
 def dvc_experiment() -> tuple[str, dict[str, str]]:
@@ -180,7 +198,17 @@ def run_tags(
         "ablab.data_hash": data_hash,
         "ablab.stage": stage,
     }
-    return {**tags, **commit_tag(root)}
+    return {**tags, **origin_tags(root)}
+
+
+# MLflow's answers for "no such run / model / alias" (a malformed id is INVALID_PARAMETER_VALUE)
+ABSENT = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
+def absent(exc: MlflowException) -> bool:
+    """Whether MLflow refused because what was asked for is not in the store (not because the
+    store could not be asked: those errors propagate)."""
+    return exc.error_code in ABSENT
 
 
 def can_resume(run_id: str, experiment_id: str) -> bool:
@@ -188,7 +216,9 @@ def can_resume(run_id: str, experiment_id: str) -> bool:
     training's run that its resumed training goes on logging into."""
     try:
         run = MlflowClient().get_run(run_id)
-    except MlflowException:
+    except MlflowException as exc:
+        if not absent(exc):
+            raise
         return False
     return run.info.experiment_id == experiment_id and run.info.lifecycle_stage == "active"
 

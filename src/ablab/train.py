@@ -276,9 +276,9 @@ def _fit(
     tracking.log_artifacts(artifacts)
     model = fam.loggable_model(exp, module, data) if hp.log_model else None
     if model is not None:
-        from ablab.serving import log_classifier
+        from ablab.serving import log_model
 
-        log_classifier(*model)
+        log_model(model)
     diagnosis.log(exp, run_id, history, {**summary, **details}, params)
     return RunResult(run_id, summary, history, params, predictions, curves_png)
 

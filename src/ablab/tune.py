@@ -30,6 +30,25 @@ from ablab.studies import masked, storage_url
 from ablab.train import train
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# a trial asked for after the budget was taken (two workers asking at the same moment): it
+# gives way untrained, PRUNED with this user attr, and counts nowhere
+SURPLUS = "surplus"
+
+
+def counted(trials: list) -> list:
+    """The trials that count against n_trials: all but those that gave way as surplus."""
+    return [t for t in trials if not t.user_attrs.get(SURPLUS)]
+
+
+def _surplus(study: optuna.Study, number: int, n_trials: int | None) -> bool:
+    """Whether n_trials trials numbered before `number` have finished, run or wait already."""
+    if n_trials is None:
+        return False
+    states = (*FINISHED, TrialState.RUNNING, TrialState.WAITING)
+    ahead = [t for t in counted(study.get_trials(deepcopy=False, states=states))
+             if t.number < number]  # fmt: skip
+    return len(ahead) >= n_trials
+
 
 # our own line per trial says what Optuna's INFO lines say; heartbeats and the retry callback
 # are "experimental" in Optuna 5 but are the documented way to survive dead workers
@@ -112,7 +131,7 @@ def parent_run(params: Params, root: Path, study: optuna.Study) -> str:
             "ablab.experiment": tune.experiment, "ablab.optuna_storage": storage,
             "mlflow.note.content": f"Optuna study `{tune.study_name}` in `{storage}`: trial "
             "runs are this run's children; watch the study with `ablab dashboard`."}  # fmt: skip
-    tags.update(tracking.commit_tag(root))
+    tags.update(tracking.origin_tags(root))
     run = client.create_run(experiment_id, run_name=f"tune/{tune.study_name}", tags=tags)
     space = {k: {f: v for f, v in d.model_dump().items() if v is not None}
              for k, d in tune.space.items()}  # fmt: skip
@@ -133,6 +152,9 @@ def objective_for(params: Params, root: Path, parent_id: str, threads: int):
     client = MlflowClient()
 
     def objective(trial: optuna.Trial) -> float:
+        if _surplus(trial.study, trial.number, tune.n_trials):
+            trial.set_user_attr(SURPLUS, True)
+            raise optuna.TrialPruned()
         values = {name: suggest(trial, name, dim) for name, dim in tune.space.items()}
         exp = params.tuned_experiment(values)
         train_params = exp.train.model_copy(update={"threads": threads, "log_model": False})
@@ -215,7 +237,10 @@ class _Budget:
         self.done_at_start: int | None = None
 
     def __call__(self, study: optuna.Study, trial) -> None:
-        trials = study.get_trials(deepcopy=False)
+        if trial.user_attrs.get(SURPLUS):
+            study.stop()
+            return
+        trials = counted(study.get_trials(deepcopy=False))
         done = sum(t.state in FINISHED for t in trials)
         failed = sum(t.state == TrialState.FAIL for t in trials)
         if self.done_at_start is None:  # the trials finished before this one
@@ -245,7 +270,7 @@ def work(params: Params, root: Path, parent_id: str, threads: int) -> None:
     tracking.use_store(root, params.mlflow_experiment)  # before any MLflow client is made
     study = load_study(params, root)
     tune = params.tune
-    done = sum(t.state in FINISHED for t in study.get_trials(deepcopy=False))
+    done = sum(t.state in FINISHED for t in counted(study.get_trials(deepcopy=False)))
     objective = objective_for(params, root, parent_id, threads)
     budget = _Budget(tune.n_trials)
     if tune.n_trials is None or done < tune.n_trials:
@@ -303,7 +328,7 @@ def finish(params: Params, root: Path, study: optuna.Study, parent_id: str) -> d
     run. Only this process writes them: workers on other machines register nothing."""
     tune = params.tune
     study = optuna.load_study(study_name=tune.study_name, storage=open_storage(tune, root))
-    trials = study.get_trials(deepcopy=False)
+    trials = counted(study.get_trials(deepcopy=False))
     counts = {state: sum(t.state == getattr(TrialState, state.upper()) for t in trials)
               for state in ("complete", "pruned", "fail")}  # fmt: skip
     best = _best_value(study)

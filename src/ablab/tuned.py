@@ -10,6 +10,7 @@ from pathlib import Path
 
 import mlflow
 import yaml
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from ablab import tracking
@@ -39,7 +40,10 @@ def train_tuned(params: Params, root: Path) -> dict:
     name, alias = tune.registry.name, tune.registry.alias
     try:
         current = client.get_model_version_by_alias(name, alias)
-    except Exception:  # MlflowException: no such model or alias yet
+    except MlflowException as exc:
+        if not tracking.absent(exc):
+            raise
+        print(f"tuned: no {name}@{alias} in the store yet", flush=True)
         current = None
     if current is not None and current.tags.get(BEST_PARAMS_TAG) == key:
         metrics = dict(client.get_run(current.run_id).data.metrics)

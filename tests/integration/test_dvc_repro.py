@@ -26,7 +26,19 @@ def sh(args, cwd, env):
 
 @pytest.fixture
 def repo(tmp_path):
-    root = tmp_path / "repo"
+    return make_repo(tmp_path / "repo")
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory):
+    """A tiny project after `dvc repro`, with `dvc plots show`'s page in plots_page/."""
+    root, env = make_repo(tmp_path_factory.mktemp("reproduced") / "repo")
+    sh(["dvc", "repro"], root, env)
+    sh(["dvc", "plots", "show", "-o", "plots_page"], root, env)
+    return root, env
+
+
+def make_repo(root: Path) -> tuple[Path, dict]:
     root.mkdir()
     for name in ("dvc.yaml", ".gitignore"):
         shutil.copy(REPO / name, root / name)
@@ -51,7 +63,8 @@ def repo(tmp_path):
                        "activation_max": {"steps": 8, "channels": 2}}  # fmt: skip
     (root / "params.yaml").write_text(yaml.safe_dump(tree))
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+        "ABLAB_CACHE": str(root.parent / "cache"),  # never the user's cache
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         "GIT_AUTHOR_NAME": "t",
         "GIT_AUTHOR_EMAIL": "t@t",
@@ -67,14 +80,13 @@ def repo(tmp_path):
     return root, env
 
 
-def page_renders_offline(root: Path, env: dict) -> None:
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium here: `make test` installs Debian's "
+                    "chromium where apt-get works as root")  # fmt: skip
+def test_the_plots_page_draws_every_chart_offline_in_a_browser(reproduced):
     """`dvc plots show`'s page carries Vega (the project's html_template), so a browser with no
     network draws every declared curve; DVC's own page would fetch Vega from a CDN."""
-    sh(["dvc", "plots", "show", "-o", "plots_page"], root, env)
+    root, _ = reproduced
     html = (root / "plots_page" / "index.html").read_text()
-    assert "cdn.jsdelivr" not in html and "vegaEmbed" in html
-    if CHROMIUM is None:
-        return
     dom = chromium((root / "plots_page" / "index.html").as_uri(), "--dump-dom")
     dom = re.sub(r"<script.*?</script>", "", dom, flags=re.S)
     drawn = re.findall(r'class="marks" width="(\d+)" height="(\d+)"', dom)
@@ -83,9 +95,8 @@ def page_renders_offline(root: Path, env: dict) -> None:
     assert all(int(w) > 0 and int(h) > 0 for w, h in drawn), drawn
 
 
-def test_dvc_repro_trains_every_experiment_and_suite_then_is_up_to_date(repo):
-    root, env = repo
-    sh(["dvc", "repro"], root, env)
+def test_dvc_repro_trains_every_experiment_and_suite_then_is_up_to_date(reproduced):
+    root, env = reproduced
     for name in ("mlp", "cnn"):
         metrics = json.loads((root / "results" / name / "metrics.json").read_text())
         assert 0.5 < metrics["test_accuracy"] <= 1.0, name
@@ -130,7 +141,8 @@ def test_dvc_repro_trains_every_experiment_and_suite_then_is_up_to_date(repo):
     for name in ("results/mlp/epochs.csv", "results/gan/epochs.csv", "results/mlp/curves.png",
                  "results/suites/reg/epochs.csv"):  # fmt: skip
         assert name in shown["data"], name
-    page_renders_offline(root, env)
+    html = (root / "plots_page" / "index.html").read_text()  # Vega inside, no CDN
+    assert "cdn.jsdelivr" not in html and "vegaEmbed" in html
     metrics = subprocess.run(["dvc", "metrics", "show"], cwd=root, env=env, capture_output=True,
                              text=True, timeout=120)  # fmt: skip
     assert metrics.returncode == 0 and not metrics.stderr.strip(), metrics.stderr
@@ -155,6 +167,14 @@ def test_dvc_repro_trains_every_experiment_and_suite_then_is_up_to_date(repo):
     shown = json.loads(sh(["dvc", "exp", "show", "--json"], root, env))
     assert "wide-mlp" in json.dumps(shown)
 
+    # bench/units.py tables the runs `dvc repro` made (tag ablab.dvc_stage), by DVC stage: not
+    # the DVC experiment above, nor a run of `ablab train` outside DVC
+    table = units_table(root)
+    assert {"train@mlp", "suite@reg", "tune", "report"} <= {
+        line.split("**")[1] for line in table if line.startswith("| **")}  # fmt: skip
+    sh(["ablab", "train", "mlp", "--set", "experiments.mlp.train.max_epochs=1"], root, env)
+    assert units_table(root) == table
+
     # a training knob reruns the `datasets` stage (same list), never fetch or preprocess
     tree = yaml.safe_load((root / "params.yaml").read_text())
     tree["experiments"]["mlp"]["train"] = {"max_epochs": 3}
@@ -162,6 +182,15 @@ def test_dvc_repro_trains_every_experiment_and_suite_then_is_up_to_date(repo):
     data = sh(["dvc", "repro", "preprocess"], root, env)
     assert "Running stage 'datasets'" in data
     assert "Running stage 'fetch'" not in data and "Running stage 'preprocess'" not in data
+
+
+def units_table(root: Path) -> list[str]:
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import units
+    finally:
+        sys.path.pop(0)
+    return units.table(root, "ablab-test")
 
 
 def test_bad_params_stop_the_pipeline_before_any_run(repo):

@@ -127,7 +127,8 @@ def test_ablab_dashboard_serves_the_tune_study_and_stops_with_sigterm(tmp_path):
 
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS))
     tune = load(tmp_path / "params.yaml").tune
-    study = optuna.create_study(storage=storage_url(tune, tmp_path), study_name="shown")
+    optuna.create_study(storage=storage_url(tune, tmp_path), study_name="suite/reg/default/x")
+    study = optuna.create_study(storage=storage_url(tune, tmp_path), study_name=tune.study_name)
     study.set_metric_names([tune.metric])
     study.add_trial(optuna.trial.create_trial(value=0.5, user_attrs={"mlflow_run_id": "abc"}))
     port = free_port()
@@ -136,13 +137,17 @@ def test_ablab_dashboard_serves_the_tune_study_and_stops_with_sigterm(tmp_path):
     dashboard = subprocess.Popen(
         [str(Path(sys.executable).parent / "ablab"), "dashboard", "--port", str(port),
          "--params", str(tmp_path / "params.yaml")],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     try:
         wait_until_answers(f"{url}/api/studies", dashboard, seconds=60)
         with urllib.request.urlopen(f"{url}/api/studies", timeout=10) as resp:
             studies = json.loads(resp.read())["study_summaries"]
-        (shown,) = [s for s in studies if s["study_name"] == "shown"]
+        (shown,) = [s for s in studies if s["study_name"] == tune.study_name]
+        # the printed address opens the tune study's page, not the list of every suite's
+        page = f"{url}/dashboard/studies/{shown['study_id']}"
+        assert f" on {page} (the tune study 'ablab'; every study: " in dashboard.stdout.readline()
+        assert answers(page)
         with urllib.request.urlopen(f"{url}/api/studies/{shown['study_id']}", timeout=10) as resp:
             detail = json.loads(resp.read())
         assert detail["objective_names"] == [tune.metric]

@@ -353,3 +353,15 @@ def test_command_help_lists_the_names_it_takes_and_an_example(tmp_path, monkeypa
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     assert "experiments in params.yaml: (no readable params.yaml here)" in capsys.readouterr().out
+
+
+def test_labels_that_leave_nothing_unlabelled_are_refused_at_load(tmp_path):
+    """Before any unit of a suite trains, not in its seventh unit."""
+    tree = copy.deepcopy(TINY_PARAMS)
+    tree["experiments"]["semi"] = {"task": "pseudo_label", "data": {"subset": 1000},
+                                   "model": {"arch": "mlp", "depth": 1, "width": 8}}  # fmt: skip
+    tree["suites"] = {"semi": {"experiment": "semi", "variants": {
+        "few": {"pseudo_label.labels": 100}, "all": {"pseudo_label.labels": 1000}}}}  # fmt: skip
+    with pytest.raises(ConfigError, match="suites.semi.variants.all: pseudo_label.labels: 1000 "
+                       "labels leave no unlabelled example of the 1000"):  # fmt: skip
+        load(write(tmp_path, tree))

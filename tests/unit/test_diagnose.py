@@ -131,6 +131,17 @@ def test_lr_finder_finding():
     assert diagnose.lr_finder(run(HEALTHY), 0.004, TH) is None
 
 
+def test_the_finders_suggestion_is_always_said():
+    assert diagnose.lr_finder_note(run(HEALTHY), 0.004, TH) == (
+        "learning-rate finder: suggests 0.004, 2.0x from the lr used (0.002): within 10x: "
+        "keep the lr"
+    )
+    assert diagnose.lr_finder_note(run(HEALTHY), 0.5, TH).endswith(
+        "250.0x from the lr used (0.002): a finding above"
+    )
+    assert "no suggestion" in diagnose.lr_finder_note(run(HEALTHY), float("nan"), TH)
+
+
 def test_commands_load_as_params_and_quote_the_suite():
     finding = diagnose.Finding("overfitting", "e", "a", {"model.head_dropout": 0.5})
     plain = run(HEALTHY)

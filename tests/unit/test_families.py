@@ -6,12 +6,16 @@ import json
 import re
 from pathlib import Path
 
+import mlflow
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
 from ablab import tracking
-from ablab.config import ENTRIES, load
+from ablab.config import ENTRIES, ConfigError, load
+from ablab.config.families import LOGGABLE
 from ablab.families import FAMILIES
 from ablab.train import run_experiment
 from tests.unit.test_experiments import prepare
@@ -46,17 +50,35 @@ def test_every_registered_family_has_a_tiny_case_and_a_schema():
         assert "val_loss" in fam.epoch_metrics  # every family checkpoints on it by default
 
 
+# what each family's logged model is given (built from the tiny case) and must hand back
+def _model_input(task: str, model: dict, root: Path):
+    shape = {"digits": (1, 8, 8), "mnist": (1, 28, 28), "mnist_m": (3, 28, 28)}
+    if task == "regress":
+        return np.load(root / "data" / "processed" / "sunspots" / "windows.npy")[:4]
+    if task == "generate":
+        z = np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32)  # latent_size
+        return {"z": z, "class": np.arange(4)} if model.get("conditional") else z
+    return np.zeros((4, *shape[TINY[task][0]]), np.uint8)
+
+
 @pytest.mark.parametrize("task", list(TINY))
 def test_family_runs_end_to_end_and_returns_real_artifacts(task, tmp_path):
+    """Every family runs with `train.log_model: true`: one that logs a model logs one that
+    loads and answers in plain MLflow; one that has none refuses the key at load."""
     dataset, model = TINY[task]
     tree = {
         "seed": 3, "mlflow_experiment": "contract",
-        "train": {"max_epochs": 1, "threads": 1, "log_model": False},
+        "train": {"max_epochs": 1, "threads": 1, "log_model": True},
         "experiments": {"tiny": {"task": task, "model": model, "data": {"dataset": dataset},
                                  **EXTRA.get(task, {})}},
         "evaluator": {"datasets": [dataset] if task == "generate" else []},
     }  # fmt: skip
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tree))
+    if task not in LOGGABLE:
+        with pytest.raises(ConfigError, match=f"train.log_model: task {task} logs no standalone"):
+            load(tmp_path / "params.yaml")
+        tree["train"]["log_model"] = False
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(tree))
     params = load(tmp_path / "params.yaml")
     for needed in {dataset, *(["mnist"] if task == "adapt" else [])}:
         prepare(tmp_path, needed)
@@ -78,6 +100,15 @@ def test_family_runs_end_to_end_and_returns_real_artifacts(task, tmp_path):
     files = {p.name: p.stat().st_size for p in folder.rglob("*") if p.is_file()}
     assert "params.yaml" in files and len(files) >= 2, files
     assert all(size > 0 for size in files.values()), files
+    logged = [m for m in client.search_logged_models([experiment.experiment_id])
+              if m.source_run_id == run.info.run_id]  # fmt: skip
+    assert len(logged) == (task in LOGGABLE)
+    if logged:
+        mlflow.set_tracking_uri(tracking.tracking_uri(tmp_path))
+        served = mlflow.pyfunc.load_model(f"models:/{logged[0].model_id}")
+        answer = served.predict(_model_input(task, model, tmp_path))
+        numbers = answer.select_dtypes("number") if isinstance(answer, pd.DataFrame) else answer
+        assert len(answer) == 4 and np.isfinite(np.asarray(numbers, float)).all()
 
 
 def test_train_names_no_family_and_no_architecture():

@@ -220,7 +220,8 @@ def test_gan_augment_adds_generated_images_normalised_like_the_real_ones(digits_
 def test_gan_augment_is_refused_where_there_is_no_image_classifier(tmp_path):
     tree = {"experiments": {"ae": {"task": "reconstruct",
                                    "model": {"arch": "autoencoder"},
-                                   "train": {"gan_augment": {"samples": 100}}}}}  # fmt: skip
+                                   "train": {"gan_augment": {"samples": 100},
+                                             "log_model": False}}}}  # fmt: skip
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tree))
     with pytest.raises(ConfigError, match="train.gan_augment: generated images are added"):
         load(tmp_path / "params.yaml")

@@ -26,7 +26,7 @@ def readme_commands() -> list[str]:
             lines += [line.split("#")[0] for line in block.splitlines()]
         else:
             lines += [
-                m
+                " ".join(m.split())  # inline code wrapped over two lines is one command
                 for m in re.findall(r"`(ablab [^`]+)`", block)
                 if len(m.split()) > 2
                 or m.split()[1] in ("ui", "report", "tune", "suite", "train", "pretrain")

@@ -32,7 +32,8 @@ def test_sunspots_forecast_and_dates_translation(tmp_path, monkeypatch):
     years = meta["split_years"]
     assert years["train"][1] < years["val"][0] <= years["val"][1] < years["test"][0]
     series = json.loads((tmp_path / "results/sunspots/metrics.json").read_text())
-    assert series["test_mae"] > 0 and series["test_rmse"] >= series["test_mae"]
+    # in the data's units (yearly sunspot counts, spread ~40), not the standardised ones (~1)
+    assert 5 < series["test_mae"] < series["test_rmse"] < 200
     translated = json.loads((tmp_path / "results/dates/metrics.json").read_text())
     assert 0 <= translated["test_accuracy"] <= translated["test_char_accuracy"] <= 1
     client = MlflowClient(tracking.tracking_uri(tmp_path))

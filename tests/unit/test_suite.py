@@ -12,6 +12,7 @@ from ablab import tracking
 from ablab.config import load
 from ablab.report import run_report
 from ablab.suite import run_suite
+from ablab.train import train
 from tests.conftest import TINY_PARAMS
 
 SUITE = {
@@ -73,10 +74,16 @@ def test_every_run_is_tagged_and_a_diverging_one_fails_without_stopping_the_suit
     assert metrics["baseline"]["diverged"] == 0 and metrics["baseline"]["test_accuracy"] > 0.5
 
 
-def test_seeds_differ_and_repeat(suite_root):
-    _, report, _ = suite_root
+def test_seeds_differ_and_repeat(suite_root, tmp_path):
+    root, report, _ = suite_root
     base = [r["summary"]["test_loss"] for r in report["runs"][:2]]
     assert base[0] != base[1]  # a seed changes the initialisation, the shuffle, the subset
+    # the same unit trained again, in another store: the same numbers, bit for bit
+    (tmp_path / "data").symlink_to(root / "data")
+    unit = load(root / "params.yaml").suite_runs("tiny")[1]  # baseline, seed 2
+    again = train(unit.experiment, tmp_path, "ablab-test", run_name="tiny/baseline/seed2")
+    assert again.summary["test_loss"] == base[1]
+    assert again.summary["test_accuracy"] == report["runs"][1]["summary"]["test_accuracy"]
 
 
 def test_kfold_runs_a_child_per_fold_and_reports_mean_and_std(suite_root):
@@ -213,6 +220,8 @@ def test_diagnose_an_experiment_with_the_lr_finder(suite_root, monkeypatch, caps
     # at lr 1e-6 the loss barely moves, and the finder suggests a far larger rate
     assert "learning_rate_too_low" in out and "lr_finder" in out
     assert "ablab train mlp --set experiments.mlp.train.lr=" in out
+    assert "learning-rate finder: suggests" in out.splitlines()[-1]
+    assert not (root / ".ablab-lr-find").exists()  # the finder's checkpoint folder is gone
 
 
 def test_full_recipe_is_one_command_into_results_full(suite_root, monkeypatch, capsys):

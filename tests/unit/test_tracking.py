@@ -2,9 +2,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from ablab import tracking
+from ablab.config import ConfigError
 
 LOG_ONE_RUN = """
 import sys, mlflow
@@ -70,3 +73,32 @@ def test_the_experiment_opens_on_the_runs_table_with_a_description(tmp_path, mon
     old = client.create_experiment("older")
     tracking.use_store(tmp_path, "older")
     assert client.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_a_moved_checkout_is_named_not_logged_into_the_old_folder(tmp_path, monkeypatch):
+    """The store records absolute artifact paths: a copy of the project would write its runs'
+    files into the original's mlruns/artifacts. The copy's first command says so instead."""
+    import shutil
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    tracking.use_store(tmp_path / "first", "ablab-test")
+    shutil.copytree(tmp_path / "first", tmp_path / "copy")
+    with pytest.raises(ConfigError) as err:
+        tracking.use_store(tmp_path / "copy", "ablab-test")
+    message = str(err.value)
+    assert f"{tmp_path / 'copy' / 'mlruns' / 'mlflow.db'}: this store keeps" in message
+    assert f"{(tmp_path / 'first').as_uri()}/mlruns/artifacts/ablab-test" in message
+    assert "moved or copied" in message
+    tracking.use_store(tmp_path / "first", "ablab-test")  # the original is fine
+
+
+def test_every_run_says_where_it_ran(tmp_path, monkeypatch):
+    monkeypatch.setenv("DVC_STAGE", "train@mlp")
+    tags = tracking.origin_tags(tmp_path)
+    assert tags["ablab.dvc_stage"] == "train@mlp"
+    cores = f"{os.cpu_count()} cores, {torch.get_num_threads()} threads, "
+    assert cores in tags["ablab.machine"]
+    assert tags["ablab.versions"].startswith(f"torch {torch.__version__}")
+    assert "MKL" in tags["ablab.versions"] and "oneDNN" in tags["ablab.versions"]
+    monkeypatch.delenv("DVC_STAGE")
+    assert "ablab.dvc_stage" not in tracking.origin_tags(tmp_path)

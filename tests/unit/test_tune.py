@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from ablab import studies, tracking
 from ablab.config import ConfigError, load
 from ablab.studies import StorageError, masked
-from ablab.tune import run_tune
+from ablab.tune import load_study, parent_run, run_tune, work
 from tests.conftest import TINY_PARAMS
 
 TUNE = {
@@ -120,9 +120,11 @@ def test_study_resumes_under_the_same_parent_and_diverging_trials_fail(
     saved = json.loads((tmp_path / "results" / "tune" / "metrics.json").read_text())
     assert saved["trials_fail"] == 0
 
-    # a worker died mid-trial after the budget was spent (its trial RUNNING, heartbeat stopped):
-    # the next run fails it by heartbeat and trains its retry, leaving nothing RUNNING
-    beating = load(write(tmp_path, {**TUNE, "n_trials": 6, "heartbeat_seconds": 1}))
+    # a worker died mid-trial (its trial RUNNING, heartbeat stopped), the budget one more than
+    # was finished: the next run counts the dead trial against the budget (the trial it would
+    # start gives way as surplus), fails it by heartbeat and trains its retry, leaving nothing
+    # RUNNING
+    beating = load(write(tmp_path, {**TUNE, "n_trials": 7, "heartbeat_seconds": 1}))
     storage = studies.open_storage(f"sqlite:///{tmp_path}/mlruns/optuna.db", 1, 1)
     dead = optuna.load_study(study_name="ablab", storage=storage).ask()
     storage.record_heartbeat(dead._trial_id)
@@ -135,6 +137,7 @@ def test_study_resumes_under_the_same_parent_and_diverging_trials_fail(
     retry_of = RetryHeartbeatStaleTrialCallback.retried_trial_number
     retried = [t for t in study.trials if retry_of(t) == dead.number]
     assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
+    assert third["trials_complete"] + third["trials_pruned"] == 7  # the surplus one not counted
 
     # a space where one point diverges: the trial is FAIL with its reason, the study goes on
     l2 = {"type": "categorical", "choices": [0.0, 1000.0]}
@@ -207,3 +210,34 @@ def test_the_champion_is_trained_once_per_best_params_on_the_full_data(tmp_path,
     assert train_tuned(params, tmp_path)["registered"] == "unit-mlp@champion (v2)"
     saved = json.loads((tmp_path / "results" / "tuned" / "metrics.json").read_text())
     assert saved["registered"] == "unit-mlp@champion (v2)"
+
+
+def test_a_trial_asked_for_after_the_budget_was_taken_gives_way(tmp_path, digits_root, capsys):
+    """Two finished trials and one that another worker runs fill a budget of 3: the trial this
+    worker then asks for gives way untrained (PRUNED, user attr `surplus`, counted nowhere).
+    The other worker dies; its trial fails by heartbeat and its retry is trained here: 3
+    finished, not 4 ("finished 4/3" before)."""
+    tune = {**TUNE, "n_trials": 3, "pruner": "none", "heartbeat_seconds": 1}
+    params = load(write(tmp_path, tune, digits_root))
+    tracking.use_store(tmp_path, params.mlflow_experiment)
+    study = load_study(params, tmp_path)
+    parent = parent_run(params, tmp_path, study)
+    for value in (0.5, 0.6):
+        study.enqueue_trial({"train.lr": 0.01, "model.width": 16})
+        trial = study.ask()
+        study.tell(trial, value)
+    storage = studies.open_storage(f"sqlite:///{tmp_path}/mlruns/optuna.db", 1, 1)
+    other = optuna.load_study(study_name="ablab", storage=storage).ask()  # the other worker's
+    storage.record_heartbeat(other._trial_id)
+    work(params, tmp_path, parent, threads=1)
+    study = optuna.load_study(study_name="ablab", storage=storage)
+    surplus = [t for t in study.trials if t.user_attrs.get("surplus")]
+    assert len(surplus) == 1 and surplus[0].state == TrialState.PRUNED
+    counted = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(counted) == 3 and study.trials[other.number].state == TrialState.FAIL
+    out = capsys.readouterr().out
+    assert "finished 3/3" in out and "finished 4/3" not in out
+    client = MlflowClient(tracking.tracking_uri(tmp_path))
+    runs = client.search_runs([client.get_experiment_by_name("ablab-test").experiment_id],
+                              f"tags.`mlflow.parentRunId` = '{parent}'")  # fmt: skip
+    assert len(runs) == 1  # the retry; the surplus trial trained nothing

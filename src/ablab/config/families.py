@@ -355,6 +355,11 @@ def higher_is_better(task: str, metric: str) -> bool:
     return direction(task, metric) == "higher"
 
 
+# the families whose trained network `train.log_model` logs as a standalone MLflow model
+# (ablab.serving): classifiers (not TF-IDF, which is scikit-learn), forecasters, GANs
+LOGGABLE = ("classify", "regress", "generate", "pseudo_label", "adapt")
+
+
 def report_metrics(task: str) -> tuple[str, ...]:
     """The values a suite of this family tabulates, in the report's order."""
     return ENTRIES[task].reported
@@ -374,6 +379,12 @@ def check_techniques(exp) -> None:
         raise ValueError(
             f"model.arch: {exp.model.arch} takes {' or '.join(ARCH_INPUTS[exp.model.arch])} "
             f"data; {exp.dataset} is {kind}"
+        )
+    if exp.train.log_model and (exp.task not in LOGGABLE or exp.model.arch == "tfidf"):
+        what = "model.arch tfidf (scikit-learn)" if exp.task in LOGGABLE else f"task {exp.task}"
+        raise ValueError(
+            f"train.log_model: {what} logs no standalone model (those that do: task "
+            f"{', '.join(LOGGABLE)}, a network); set train.log_model: false"
         )
     monitor = exp.train.early_stopping.monitor
     if monitor not in entry.epoch_metrics:
@@ -422,6 +433,13 @@ def check_techniques(exp) -> None:
             raise ValueError(f"{', '.join(used)}: only for task classify; this is {exp.task}")
     if exp.task == "adapt":
         _check_adapt(exp)
+    if exp.task == "pseudo_label" and exp.subset is not None:
+        if exp.pseudo_label.labels >= exp.subset:
+            raise ValueError(
+                f"pseudo_label.labels: {exp.pseudo_label.labels} labels leave no unlabelled "
+                f"example of the {exp.subset} training examples data.subset keeps; use fewer "
+                "labels or a larger subset"
+            )
     if exp.mlm is not None and exp.model.arch != "transformer":
         raise ValueError(
             f"mlm: masked-token pretraining is for model.arch transformer; this is {exp.model.arch}"

@@ -22,7 +22,8 @@ def pretraining(exp: Experiment) -> Experiment | None:
         adapt = type(a)(method="source_only", source=a.source, source_subset=a.source_subset,
                         pretrain_epochs=a.pretrain_epochs,
                         target_labels=a.target_labels)  # fmt: skip
-        train = exp.train.model_copy(update={"max_epochs": a.pretrain_epochs})
+        # an intermediate network: the run it starts logs the model, not the pretraining
+        train = exp.train.model_copy(update={"max_epochs": a.pretrain_epochs, "log_model": False})
         return exp.model_copy(update={"adapt": adapt, "train": train})
     if exp.task == "classify" and exp.mlm is not None:
         stopping = exp.train.early_stopping.model_copy(

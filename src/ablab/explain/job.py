@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import yaml
 from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from torch import nn
 
@@ -54,7 +55,9 @@ def locate(client: MlflowClient, experiment_id: str, params: Params, what: str) 
     if what.startswith("models:/"):
         try:
             info = mlflow.models.get_model_info(what)
-        except Exception as exc:  # MlflowException: no such model, version or alias
+        except MlflowException as exc:
+            if not tracking.absent(exc):
+                raise
             raise ConfigError(f"{what}: no such model in the store ({exc})") from None
         return Target(client.get_run(info.run_id), what, what.removeprefix("models:/"))
     if what in params.experiments:
@@ -69,7 +72,9 @@ def locate(client: MlflowClient, experiment_id: str, params: Params, what: str) 
                               order_by=["start_time DESC"])  # fmt: skip
     try:
         run = runs[0] if runs else client.get_run(what)
-    except Exception:  # MlflowException: not a run id
+    except MlflowException as exc:
+        if not tracking.absent(exc):
+            raise
         raise ConfigError(
             f"{what!r} is not an experiment in params.yaml, a models:/ URI, a run name or a run "
             f"id in the store; experiments: {', '.join(params.experiments)}"
@@ -103,7 +108,7 @@ def load_classifier(target: Target) -> tuple[nn.Module, Experiment, dict]:
         local = Path(mlflow.artifacts.download_artifacts(target.model_uri, dst_path=folder))
         meta = json.loads((local / "artifacts" / "preprocessing.json").read_text())
         traced = torch.jit.load(str(local / "artifacts" / "network.pt"))
-    if meta.get("input") == "text":  # the traced network is the classifier itself
+    if meta["kind"] == "text_classifier":  # the traced network is the classifier itself
         state = dict(traced.state_dict())
         rows = next(v.shape[0] for k, v in state.items() if k.endswith("embedding.weight"))
         net = build(exp.model, (int(meta["max_len"]),), len(meta["classes"]), rows)
@@ -327,7 +332,7 @@ def run_explain(params: Params, what: str, root: Path) -> dict[str, float]:
     model, exp, meta = load_classifier(target)
     torch.set_num_threads(exp.train.threads)
     parent = target.run.info
-    if meta.get("input") == "text":
+    if meta["kind"] == "text_classifier":
         result, accuracy, images = _explain_text(model, exp, meta, target, root, cfg)
     else:
         x, y = test_images(exp, root / "data" / "processed", meta, target.run)
@@ -347,7 +352,7 @@ def run_explain(params: Params, what: str, root: Path) -> dict[str, float]:
         "ablab.stage": "explain", "ablab.experiment": exp.name, "ablab.model_uri": target.model_uri,
         **{f"ablab.explain.skipped.{m}": why for m, why in result.skipped.items()},
         **{f"ablab.explain.fails_sanity.{m}": "true" for m in result.failing},
-        **tracking.commit_tag(root),
+        **tracking.origin_tags(root),
     }  # fmt: skip
     with mlflow.start_run(experiment_id=parent.experiment_id,
                           run_name=f"{parent.run_name}/explain", tags=tags) as run:  # fmt: skip

@@ -300,10 +300,22 @@ class Family(ABC):
         batch = next(iter(data.val_dataloader()))
         return tuple(batch[:-1])
 
-    def loggable_model(self, exp: Experiment, module: Any, data) -> tuple | None:
-        """(network in eval mode, its preprocessing, an input example) to log as an MLflow
-        model (`ablab.serving.log_classifier`), or None."""
+    def loggable_model(self, exp: Experiment, module: Any, data) -> Loggable | None:
+        """What `train.log_model` logs as a standalone MLflow model (`ablab.serving`). A family
+        that has none refuses the key at load (`config.families.LOGGABLE`)."""
         return None
+
+
+@dataclass
+class Loggable:
+    """A trained network as `ablab.serving` logs it: `kind` (a key of serving.KINDS), the
+    network in eval mode, what the model needs beside it (normalisation, classes, shapes)
+    and an input example (also the tracing input)."""
+
+    kind: str
+    net: nn.Module
+    meta: dict[str, Any]
+    example: Any
 
 
 def network_regularizers(net: nn.Module, exp: Experiment) -> nn.Module:

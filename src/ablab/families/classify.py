@@ -23,6 +23,7 @@ from ablab.data.text import OOV_ID, TOKENIZER
 from ablab.families.base import (
     Family,
     Fit,
+    Loggable,
     Task,
     build_error,
     network_regularizers,
@@ -302,22 +303,28 @@ class Classify(Family):
     def predictions(self, exp: Experiment, module, data) -> dict[str, np.ndarray]:
         return module.test_predictions
 
-    def loggable_model(self, exp: Experiment, module, data):
+    def loggable_model(self, exp: Experiment, module, data) -> Loggable | None:
         if isinstance(module, TfidfBaseline):
-            return None  # scikit-learn, not a network: not exported
+            return None  # scikit-learn, not a network: refused at load
         if isinstance(data, TextDataModule):
             tokens, lengths, _ = data.tensors["test"].tensors
-            preprocessing = {"input": "text", "tokenizer": TOKENIZER, "vocab": data.vocab,
-                             "oov_id": OOV_ID, "max_len": int(data.meta["max_len"]),
-                             "classes": data.classes}  # fmt: skip
+            meta = {"tokenizer": TOKENIZER, "vocab": data.vocab, "oov_id": OOV_ID,
+                    "max_len": int(data.meta["max_len"]), "classes": data.classes}  # fmt: skip
             example = {"texts": data.texts("test")[:3], "tokens": tokens[:3],
                        "lengths": lengths[:3]}  # fmt: skip
-            return module.net.eval(), preprocessing, example
-        mean, std = data.meta["mean"], data.meta["std"]
-        preprocessing = {"input": "image", "mean": mean, "std": std, "classes": data.classes,
-                         "image_shape": list(data.input_shape)}  # fmt: skip
-        raw = data.tensors["test"].tensors[0][:2] * std + mean  # two test images in [0, 1]
-        return module.net.eval(), preprocessing, raw.clamp(0, 1).numpy()
+            return Loggable("text_classifier", module.net.eval(), meta, example)
+        return image_classifier(module.net, data)
+
+
+def image_classifier(net: nn.Module, data) -> Loggable:
+    """An image classifier as serving logs it: the training split's normalisation, the class
+    names, the image shape, and two test images as uint8 pixels."""
+    mean, std = data.meta["mean"], data.meta["std"]
+    meta = {"mean": mean, "std": std, "classes": data.classes,
+            "image_shape": list(data.input_shape)}  # fmt: skip
+    raw = data.tensors["test"].tensors[0][:2] * std + mean  # two test images in [0, 1]
+    example = (raw.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    return Loggable("image_classifier", net.eval(), meta, example)
 
 
 def pretrained_encoder(fit: Fit, module: ClassificationTask, data) -> dict[str, torch.Tensor]:

@@ -24,6 +24,7 @@ from ablab.families.base import (
     DivergedError,
     Family,
     Fit,
+    Loggable,
     Task,
     build_error,
     optimizer_hparams,
@@ -491,16 +492,18 @@ class Generate(Family):
             out["classes.png"] = png(grid_image(module.sample(10 * k, exp.seed, labels), 10))
         return out
 
-    def loggable_model(self, exp: Experiment, module: _Adversarial, data):
-        """The generator: for gan and dcgan its body, whose input is the latent code (followed
-        by the class one-hot when conditional); for cyclegan the source -> target mapper."""
+    def loggable_model(self, exp: Experiment, module: _Adversarial, data) -> Loggable:
+        """gan and dcgan: the generator (latent codes, and the class when conditional ->
+        images); cyclegan: the source -> target mapper."""
+        shape = list(data.input_shape)
         if isinstance(module, CycleGANTask):
-            example = module.source["test"][0][:2]
-            return module.to_target.eval(), to_gan(example).numpy()
+            example = (module.source["test"][0][:2] * 255).round().to(torch.uint8).numpy()
+            meta = {"image_shape": shape, "source": exp.model.source}
+            return Loggable("image_mapper", module.to_target.eval(), meta, example)
         hp = module.hparams
-        body = module.generator.body.eval()
-        return body, np.random.default_rng(0).standard_normal(
-            (2, hp.latent_size + hp.num_classes)).astype(np.float32)  # fmt: skip
+        z = np.random.default_rng(0).standard_normal((2, hp.latent_size)).astype(np.float32)
+        meta = {"latent_size": hp.latent_size, "num_classes": hp.num_classes, "image_shape": shape}
+        return Loggable("image_generator", module.generator.body.eval(), meta, z)
 
 
 def interpolation(module: GANTask, rows: int = 6, steps: int = 10) -> torch.Tensor:

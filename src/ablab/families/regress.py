@@ -15,7 +15,14 @@ from torch.nn import functional as F
 from ablab import regularize
 from ablab.config import Experiment
 from ablab.data.datamodules import SeriesDataModule
-from ablab.families.base import Family, Task, build_error, network_regularizers, optimizer_hparams
+from ablab.families.base import (
+    Family,
+    Loggable,
+    Task,
+    build_error,
+    network_regularizers,
+    optimizer_hparams,
+)
 from ablab.figures import Figure, plt
 from ablab.models import build
 
@@ -105,6 +112,13 @@ class Regress(Family):
             net, data.meta["std"], exp.train.regression_loss, **optimizer_hparams(exp),
             l1=reg.l1, l2=reg.l2, max_norm=reg.max_norm,
         )  # fmt: skip
+
+    def loggable_model(self, exp: Experiment, module: RegressionTask, data) -> Loggable:
+        """The forecaster: raw windows -> the next value, in the data's units."""
+        mean, std = data.meta["mean"], data.meta["std"]
+        windows = data.tensors["test"].tensors[0][:3, :, 0] * std + mean
+        meta = {"mean": mean, "std": std, "window": int(data.meta["window"])}
+        return Loggable("forecaster", module.net.eval(), meta, windows.numpy())
 
     def artifacts(self, exp: Experiment, module: RegressionTask, data, title: str) -> dict:
         """Test-period forecasts against the actual values, in the data's units."""

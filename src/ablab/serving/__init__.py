@@ -1,15 +1,19 @@
-"""Models that stand on their own in MLflow: a logged classifier carries its preprocessing and
-its class names, so plain MLflow (`mlflow.pyfunc.load_model("models:/...")`, `mlflow models
-serve`) scores raw inputs without ablab. An image classifier takes pixels (the training split's
-normalisation is traced to TorchScript with the network); a text classifier takes strings (its
-tokenizer, as regular expressions, and vocabulary travel as a JSON artifact). The pyfunc code is
-`image_classifier.py` or `text_classifier.py`, logged as code (MLflow's models-from-code)."""
+"""Models that stand on their own in MLflow: a logged model carries its preprocessing and what
+its outputs mean, so plain MLflow (`mlflow.pyfunc.load_model("models:/...")`, `mlflow models
+serve`) uses it without ablab. Each is a TorchScript network (the preprocessing traced with it)
+and a pyfunc logged as code (MLflow's models-from-code): `image_model.py` for an image
+classifier, a GAN's generator and CycleGAN's mapper; `text_classifier.py` for a text classifier
+(its tokenizer, as regular expressions, and vocabulary travel as JSON); `forecaster.py` for a
+series forecaster. Images go in as uint8 (0..255) or as floats in [0, 1], told apart by dtype:
+MLflow's tensor signature holds one dtype and casts a served request to it, so an image model's
+signature declares its outputs and the model's metadata (`input`) states the input."""
 
 from __future__ import annotations
 
 import json
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
@@ -20,8 +24,10 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema, TensorSpec
 from torch import nn
 
-IMAGE_CODE = Path(__file__).with_name("image_classifier.py")
-TEXT_CODE = Path(__file__).with_name("text_classifier.py")
+from ablab.families.base import Loggable
+
+CODE = Path(__file__).parent
+PIXELS = "uint8 pixels 0..255, or floats in [0, 1] (the dtype decides; never the values)"
 
 
 class Normalized(nn.Module):
@@ -37,10 +43,43 @@ class Normalized(nn.Module):
         return self.net((x - self.mean) / self.std)
 
 
-def signature(inputs: Schema, classes: list[str]) -> ModelSignature:
-    outputs = Schema([ColSpec("string", "label"), ColSpec("long", "class_index"),
-                      *(ColSpec("double", name) for name in classes)])  # fmt: skip
-    return ModelSignature(inputs=inputs, outputs=outputs)
+class Sampler(nn.Module):
+    """A GAN's generator body: latent codes (and classes) -> images in [0, 1]."""
+
+    def __init__(self, body: nn.Module, num_classes: int) -> None:
+        super().__init__()
+        self.body, self.num_classes = body, num_classes
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.num_classes:
+            z = torch.cat([z, nn.functional.one_hot(labels, self.num_classes).to(z.dtype)], 1)
+        return (self.body(z) + 1) / 2
+
+
+class Mapper(nn.Module):
+    """CycleGAN's mapper: images in [0, 1] -> mapped images in [0, 1]."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.net(x * 2 - 1) + 1) / 2
+
+
+class Standardized(nn.Module):
+    """A forecaster: raw windows N x T -> the next value, in the data's units."""
+
+    def __init__(self, net: nn.Module, mean: float, std: float) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(float(mean)))
+        self.register_buffer("std", torch.tensor(float(std)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lengths = torch.full_like(x[:, 0], x.shape[1], dtype=torch.long)
+        y = self.net(((x - self.mean) / self.std).unsqueeze(-1), lengths)
+        return y.squeeze(-1) * self.std + self.mean
 
 
 def requirements() -> list[str]:
@@ -48,54 +87,116 @@ def requirements() -> list[str]:
             "numpy", "pandas"]  # fmt: skip
 
 
-def log_classifier(net: nn.Module, preprocessing: dict, example) -> None:
-    """Log a classifier as the active run's model "model", by `preprocessing["input"]`:
-    "image" or "text" (see log_image_classifier, log_text_classifier)."""
-    if preprocessing["input"] == "text":
-        log_text_classifier(net, preprocessing, example)
-    else:
-        log_image_classifier(net, preprocessing, example)
+def _images(shape) -> Schema:
+    return Schema([TensorSpec(np.dtype(np.float32), (-1, *shape))])
 
 
-def log_image_classifier(net: nn.Module, preprocessing: dict, example: np.ndarray) -> None:
-    """Log `net` as the active run's model "model": `preprocessing` has the normalisation's
-    `mean` and `std`, the `classes` and the `image_shape`; `example` is a few raw images in
-    [0, 1] (float32, N x C x H x W)."""
-    shape = tuple(preprocessing["image_shape"])
-    wrapped = Normalized(net.eval(), preprocessing["mean"], preprocessing["std"]).eval()
+def _log(code: str, wrapped: nn.Module, inputs: tuple, meta: dict, signature: ModelSignature,
+         example, strict_trace: bool = True) -> None:  # fmt: skip
+    """Trace `wrapped` on `inputs`, then log it with `meta` as the active run's model "model"."""
     with tempfile.TemporaryDirectory(prefix="ablab-model-") as folder:
-        network, meta = Path(folder) / "network.pt", Path(folder) / "preprocessing.json"
-        with torch.no_grad():
-            torch.jit.trace(wrapped, torch.from_numpy(example)).save(str(network))
-        meta.write_text(json.dumps({**preprocessing, "image_shape": list(shape)}))
-        mlflow.pyfunc.log_model(
-            name="model", python_model=str(IMAGE_CODE),
-            artifacts={"network": str(network), "preprocessing": str(meta)},
-            signature=signature(Schema([TensorSpec(np.dtype(np.float32), (-1, *shape))]),
-                                list(preprocessing["classes"])),
-            input_example=example, pip_requirements=requirements(),
-        )  # fmt: skip
-
-
-def log_text_classifier(net: nn.Module, preprocessing: dict, example: dict) -> None:
-    """Log a sequence classifier `net(tokens N x max_len, lengths N)` as the active run's model
-    "model": `preprocessing` has the `tokenizer` (ablab.data.text.TOKENIZER), the `vocab`,
-    `oov_id`, `max_len` and `classes`; `example` has a few raw `texts` and their encoded
-    `tokens` and `lengths` (the tracing inputs)."""
-    net = net.eval()
-    with tempfile.TemporaryDirectory(prefix="ablab-model-") as folder:
-        network, meta = Path(folder) / "network.pt", Path(folder) / "preprocessing.json"
-        inputs = (torch.as_tensor(example["tokens"]), torch.as_tensor(example["lengths"]))
-        # the model always pads to max_len, so the trace's constant shapes are the served ones
+        network, preprocessing = Path(folder) / "network.pt", Path(folder) / "preprocessing.json"
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            torch.jit.trace(net, inputs, check_trace=False).save(str(network))
-        meta.write_text(json.dumps(preprocessing))
+            torch.jit.trace(wrapped.eval(), inputs, check_trace=strict_trace).save(str(network))
+        preprocessing.write_text(json.dumps(meta))
         mlflow.pyfunc.log_model(
-            name="model", python_model=str(TEXT_CODE),
-            artifacts={"network": str(network), "preprocessing": str(meta)},
-            signature=signature(Schema([ColSpec("string", "text")]),
-                                list(preprocessing["classes"])),
-            input_example=pd.DataFrame({"text": example["texts"]}),
-            pip_requirements=requirements(),
+            name="model", python_model=str(CODE / code),
+            artifacts={"network": str(network), "preprocessing": str(preprocessing)},
+            signature=signature, input_example=example, pip_requirements=requirements(),
+            metadata={"input": meta["input"]},
         )  # fmt: skip
+
+
+def _class_outputs(classes: list[str]) -> Schema:
+    return Schema([ColSpec("string", "label"), ColSpec("long", "class_index"),
+                   *(ColSpec("double", name) for name in classes)])  # fmt: skip
+
+
+def log_image_classifier(model: Loggable) -> None:
+    """`meta`: the normalisation's `mean` and `std`, the `classes`, the `image_shape`;
+    `example`: a few raw test images as uint8 (N x C x H x W)."""
+    meta = {
+        **model.meta,
+        "kind": "classifier",
+        "input": f"images N x {' x '.join(map(str, model.meta['image_shape']))}: {PIXELS}",
+    }
+    wrapped = Normalized(model.net, meta["mean"], meta["std"])
+    x = torch.from_numpy(model.example.astype(np.float32) / 255)
+    signature = ModelSignature(inputs=None, outputs=_class_outputs(list(meta["classes"])))
+    _log("image_model.py", wrapped, (x,), meta, signature, model.example)
+
+
+def log_text_classifier(model: Loggable) -> None:
+    """`meta`: the `tokenizer` (ablab.data.text.TOKENIZER), `vocab`, `oov_id`, `max_len` and
+    `classes`; `example`: a few raw `texts` and their encoded `tokens` and `lengths`."""
+    meta = {**model.meta, "kind": "text_classifier",
+            "input": "a `text` column (or a list of strings)"}  # fmt: skip
+    example = model.example
+    inputs = (torch.as_tensor(example["tokens"]), torch.as_tensor(example["lengths"]))
+    signature = ModelSignature(inputs=Schema([ColSpec("string", "text")]),
+                               outputs=_class_outputs(list(meta["classes"])))  # fmt: skip
+    # the model always pads to max_len, so the trace's constant shapes are the served ones
+    _log("text_classifier.py", model.net, inputs, meta, signature,
+         pd.DataFrame({"text": example["texts"]}), strict_trace=False)  # fmt: skip
+
+
+def log_image_generator(model: Loggable) -> None:
+    """`meta`: `latent_size`, `num_classes` (0: unconditional), `image_shape`; `example`: a
+    few latent codes (float32 N x latent_size)."""
+    k, latent = model.meta["num_classes"], model.meta["latent_size"]
+    shape = model.meta["image_shape"]
+    z = model.example
+    labels = np.arange(len(z)) % max(k, 1)
+    named = [TensorSpec(np.dtype(np.float32), (-1, latent), "z")]
+    if k:
+        named.append(TensorSpec(np.dtype(np.int64), (-1,), "class"))
+        what = f"`z` (float32 N x {latent}) and `class` (int64 N, 0..{k - 1})"
+        example = {"z": z, "class": labels}
+    else:
+        what = f"latent codes z: float32 N x {latent}"
+        example = z
+    meta = {**model.meta, "kind": "generator", "input": what}
+    signature = ModelSignature(inputs=Schema(named) if k else _images([latent]),
+                               outputs=_images(shape))  # fmt: skip
+    inputs = (torch.from_numpy(z), torch.from_numpy(labels))
+    _log("image_model.py", Sampler(model.net, k), inputs, meta, signature, example)
+
+
+def log_image_mapper(model: Loggable) -> None:
+    """`meta`: `image_shape` (in and out) and the `source` dataset; `example`: a few source
+    images as uint8."""
+    shape = model.meta["image_shape"]
+    meta = {
+        **model.meta,
+        "kind": "mapper",
+        "input": f"{model.meta['source']} images N x {' x '.join(map(str, shape))}: {PIXELS}",
+    }
+    x = torch.from_numpy(model.example.astype(np.float32) / 255)
+    signature = ModelSignature(inputs=None, outputs=_images(shape))
+    _log("image_model.py", Mapper(model.net), (x,), meta, signature, model.example)
+
+
+def log_forecaster(model: Loggable) -> None:
+    """`meta`: the training windows' `mean` and `std` and the `window` length; `example`: a
+    few raw windows (N x window)."""
+    window = model.meta["window"]
+    meta = {**model.meta, "input": f"windows of the last {window} values, N x {window}"}
+    x = torch.from_numpy(model.example.astype(np.float32))
+    signature = ModelSignature(inputs=None, outputs=Schema([ColSpec("double", "forecast")]))
+    wrapped = Standardized(model.net, meta["mean"], meta["std"])
+    _log("forecaster.py", wrapped, (x,), meta, signature, model.example)
+
+
+KINDS: dict[str, Callable[[Loggable], None]] = {
+    "image_classifier": log_image_classifier,
+    "text_classifier": log_text_classifier,
+    "image_generator": log_image_generator,
+    "image_mapper": log_image_mapper,
+    "forecaster": log_forecaster,
+}
+
+
+def log_model(model: Loggable) -> None:
+    """Log a family's trained network as the active run's standalone model "model"."""
+    KINDS[model.kind](model)
