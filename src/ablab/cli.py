@@ -24,20 +24,37 @@ def _root() -> Path:
 
 
 def cmd_datasets(args: argparse.Namespace) -> None:
+    print("\n".join(load(args.params, args.set).datasets()))
+
+
+def cmd_resolve(args: argparse.Namespace) -> None:
+    """What every DVC stage reads of the params, resolved, under `--out` (data/): the datasets
+    and their mirrors (datasets.json) and the preprocessing knobs (preprocess.json), which fetch
+    and preprocess read, and one file per stage in resolved/ (ablab.config.stages). Params are
+    validated first: a bad one writes nothing, and files already there stay as they were."""
+    from ablab.config.stages import stage_inputs
+
     params = load(args.params, args.set)
+    out = Path(args.out)
     names = params.datasets()
-    if args.write:  # what fetch reads: the datasets and their mirrors
-        sources = {n: params.data.sources[n].base_url for n in names if n in params.data.sources}
-        plan = {"datasets": names, "sources": sources}
-        write_atomic(Path(args.write), json.dumps(plan, indent=1, sort_keys=True) + "\n")
-    if args.knobs:  # what preprocess reads beside them, resolved (defaults filled in)
-        knobs = params.preprocess_knobs()
-        write_atomic(Path(args.knobs), json.dumps(knobs, indent=1, sort_keys=True) + "\n")
-    print("\n".join(names))
+    sources = {n: params.data.sources[n].base_url for n in names if n in params.data.sources}
+    files = {"datasets.json": {"datasets": names, "sources": sources},
+             "preprocess.json": params.preprocess_knobs()}  # fmt: skip
+    files.update({f"resolved/{path}": content for path, content in stage_inputs(params).items()})
+    for path, content in files.items():
+        text = json.dumps(content, indent=1, sort_keys=True) + "\n"
+        target = out / path
+        if not target.exists() or target.read_text() != text:  # DVC compares contents
+            write_atomic(target, text)
+    wanted = {out / path for path in files}
+    for stale in (out / "resolved").rglob("*.json"):  # an experiment or suite removed
+        if stale not in wanted:
+            stale.unlink()
+    print(f"resolved: {len(names)} datasets, {len(files) - 2} stages -> {out}/resolved")
 
 
 def _datasets(args: argparse.Namespace, params) -> list[str]:
-    """The datasets a fetch or preprocess works on: named, listed in --list (the `datasets`
+    """The datasets a fetch or preprocess works on: named, listed in --list (the `resolve`
     stage's output), else every one the params use."""
     if args.datasets:
         return args.datasets
@@ -91,15 +108,25 @@ def cmd_train(args: argparse.Namespace) -> None:
     from ablab.train import run_experiment
 
     for name in names:
+        called = run_name(name, args.set)
+        # results/<experiment>/ belongs to DVC's train@<experiment>; a run outside DVC writes
+        # beside it, under its own name, so DVC's outputs stay what the pipeline made
+        where = Path("results") / (name if under_dvc() else Path("adhoc") / called)
         try:
-            metrics = run_experiment(params, name, _root(), run_name=run_name(name, args.set))
+            metrics = run_experiment(params, name, _root(), folder=_root() / where,
+                                     run_name=called)  # fmt: skip
         except DivergedError as exc:
             print(f"error: experiment {name} {exc.kind}: {exc} (its MLflow run is FAILED)",
                   file=sys.stderr)  # fmt: skip
             raise SystemExit(1) from None
         keys = ENTRIES[params.experiment(name).task].test_metrics
         shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in keys if k in metrics)
-        print(f"{name}: {shown} (results/{name}/metrics.json; the runs: ablab ui)")
+        print(f"{name}: {shown} ({where}/metrics.json; the runs: ablab ui)")
+
+
+def under_dvc() -> bool:
+    """Whether DVC runs this command as a stage (it sets DVC_STAGE for every stage)."""
+    return bool(os.environ.get("DVC_STAGE"))
 
 
 def run_name(experiment: str, overrides: list[str]) -> str:
@@ -141,6 +168,10 @@ def cmd_suite(args: argparse.Namespace) -> None:
         for variant, means in variant_means(report).items():
             shown = ", ".join(f"{k} {v:.4f}" for k, v in means.items() if k != "diverged")
             print(f"{name}/{variant}: {shown or 'all seeds diverged'}")
+        if not args.full and not under_dvc():
+            print(f"note: results/suites/{name}/ is the output of DVC's stage suite@{name}: "
+                  "`dvc status` shows it changed until `dvc repro` (which reuses every unit "
+                  "already trained) writes the pipeline's own")  # fmt: skip
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
@@ -295,6 +326,7 @@ def _stop_group(process: subprocess.Popen, grace: float = 10.0) -> None:
 
 EXAMPLES = {
     "datasets": "ablab datasets",
+    "resolve": "ablab resolve",
     "fetch": "ablab fetch mnist fashion_mnist",
     "preprocess": "ablab preprocess mnist",
     "evaluator": "ablab evaluator mnist",
@@ -349,14 +381,12 @@ def parser() -> argparse.ArgumentParser:
         )  # fmt: skip
         return p
 
-    datasets = add("datasets", cmd_datasets, "the datasets the params use, one per line")
-    datasets.add_argument(
-        "--write", metavar="FILE", help="also write them and their mirrors to FILE (JSON)"
-    )
-    datasets.add_argument(
-        "--knobs", metavar="FILE", help="write the resolved preprocessing knobs to FILE (JSON)"
-    )
-    list_help = "the datasets listed in this JSON file (the `datasets` stage's output)"
+    add("datasets", cmd_datasets, "the datasets the params use, one per line")
+    resolve_help = ("what each DVC stage reads of the params, resolved, into data/ (the "
+                    "`resolve` stage)")  # fmt: skip
+    resolve = add("resolve", cmd_resolve, resolve_help)
+    resolve.add_argument("--out", default="data", help="where to write (default data)")
+    list_help = "the datasets listed in this JSON file (the `resolve` stage's output)"
     for name, func, help_text in (
         ("fetch", cmd_fetch, "fetch and verify raw data"),
         ("preprocess", cmd_preprocess, "raw data -> arrays and splits"),

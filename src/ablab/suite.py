@@ -60,7 +60,7 @@ def run_suite(
                                         fast_dev_run)  # fmt: skip
     parent_id = _parent_run(suite_name, suite, experiment_id, root, client, recipe, study)
     units.enqueue_missing(study, runs)
-    reused = units.finished(study)
+    reused = units.finished_units(study, runs)
     if reused:
         left = len(runs) - len(reused)
         print(f"{suite_name}: {len(reused)} of {len(runs)} units already finished in study "
@@ -122,9 +122,9 @@ def unit_trainer(params: Params, suite_name: str, root: Path, processed: Path, r
     task = params.experiments[params.suites[suite_name].experiment].task
 
     def train_unit(run: SuiteRun) -> tuple[dict, dict | None]:
-        done = units.finished(study)
+        done = units.finished_units(study, params.suite_runs(suite_name))
         name = f"{suite_name}/{run.variant}/seed{run.seed}"
-        best = best_so_far(list(done.values()), headline, task)
+        best = best_so_far(done, headline, task)
         print(progress_line(len(done) + 1, total, name, time.monotonic() - started, best,
                             headline, trained[0]), flush=True)  # fmt: skip
         row = {"variant": run.variant, "seed": run.seed}

@@ -441,11 +441,12 @@ def run_experiment(
     name: str,
     root: Path,
     processed_dir: Path | None = None,
-    results_dir: Path | None = None,
+    folder: Path | None = None,
     fast_dev_run: bool | int = False,
     run_name: str | None = None,
 ) -> dict[str, float]:
-    """Train and test experiment `name` of params.yaml, write results/<name>/; its summary."""
+    """Train and test experiment `name` of params.yaml, write its results to `folder`
+    (default results/<name>/, the DVC stage's); return its summary."""
     root = Path(root)
     exp = params.experiment(name)
     result = train(exp, root, params.mlflow_experiment, processed_dir, fast_dev_run,
@@ -455,6 +456,6 @@ def run_experiment(
     png = result.curves_png or learning_curves_png(fam, result.history, name)
     # metrics.json: the same params and seed give the same bytes, so no time in it
     kept = {k: v for k, v in result.summary.items() if k.removesuffix("_std") not in TIMINGS}
-    write_results(Path(results_dir or root / "results") / name, kept, result.history,
+    write_results(Path(folder or root / "results" / name), kept, result.history,
                   curve_columns(fam), png)  # fmt: skip
     return result.summary

@@ -4,6 +4,7 @@ import copy
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -58,7 +59,7 @@ def make_repo(root: Path) -> tuple[Path, dict]:
                   "lr": 0.002, "max_epochs": 2},
     }  # fmt: skip
     # explain@cnn: the tiny CNN's logged model, explained after train@cnn
-    tree["experiments"]["cnn"]["train"] = {"log_model": True}
+    tree["experiments"]["cnn"]["train"] = {"log_model": True, "max_epochs": 2}
     tree["explain"] = {"experiments": ["cnn"], "images": 60, "sanity_images": 20, "steps": 8,
                        "activation_max": {"steps": 8, "channels": 2}}  # fmt: skip
     (root / "params.yaml").write_text(yaml.safe_dump(tree))
@@ -151,37 +152,126 @@ def test_dvc_repro_trains_every_experiment_and_suite_then_is_up_to_date(reproduc
     assert "Data and pipelines are up to date" in again
     assert len(client.search_runs([experiment.experiment_id])) == len(runs)
 
-    # `dvc exp run --temp` (as a queued experiment) trains in a temporary copy: its run goes
-    # to the project's store, named and tagged after the DVC experiment and its baseline
     sh(["git", "add", "-A"], root, env)
     sh(["git", "commit", "-qm", "reproduced"], root, env)
     baseline = sh(["git", "rev-parse", "HEAD"], root, env).strip()
-    sh(["dvc", "exp", "run", "--temp", "-n", "wide-mlp", "train@mlp",
-        "-S", "experiments.mlp.model.width=48"], root, env)  # fmt: skip
-    (tried,) = client.search_runs(
-        [experiment.experiment_id], "tags.`ablab.dvc_experiment` = 'wide-mlp'"
-    )
-    assert tried.info.run_name == "mlp/wide-mlp" and tried.info.status == "FINISHED"
-    assert tried.data.tags["ablab.dvc_baseline"] == baseline
-    assert tried.data.params["model.width"] == "48"
-    shown = json.loads(sh(["dvc", "exp", "show", "--json"], root, env))
-    assert "wide-mlp" in json.dumps(shown)
+    experiments_do_not_pile_up(root, env, client, experiment.experiment_id, baseline)
+    nothing_changes_dvc_outputs_outside_dvc(root, env)
+    a_failed_stage_deletes_nothing(root, env)
+    a_knob_reruns_only_what_reads_it(root, env)
 
-    # bench/units.py tables the runs `dvc repro` made (tag ablab.dvc_stage), by DVC stage: not
-    # the DVC experiment above, nor a run of `ablab train` outside DVC
+
+def readme_lines(start: str) -> list[str]:
+    text = (REPO / "README.md").read_text()
+    return [line.split("#")[0].strip() for line in text.splitlines() if line.startswith(start)]
+
+
+def experiments_do_not_pile_up(root, env, client, experiment_id, baseline) -> None:
+    """The README's `dvc exp run --temp -S` lines, run in a row: each experiment holds its own
+    change only; its run is named and tagged after it; the README's table of experiments has
+    at most 40 columns."""
+    first, second = readme_lines("dvc exp run --temp")[:2]
+    for line in (first, second):
+        sh(shlex.split(line), root, env)
+    shown = json.loads(sh(["dvc", "exp", "show", "--json"], root, env))
+    params = {}
+    for row in shown:
+        for exp in row.get("experiments") or []:
+            for rev in exp["revs"]:
+                tree = rev["data"]["params"]["params.yaml"]["data"]
+                params[rev["name"]] = tree["experiments"]["cnn"]
+    assert len(params) == 2, params
+    by_change = sorted(params.values(), key=lambda cnn: "dropout" in cnn["model"])
+    assert by_change[0]["train"].get("lr") == 0.003 and "dropout" not in by_change[0]["model"]
+    assert by_change[1]["model"]["dropout"] == 0.5 and "lr" not in by_change[1]["train"]
+    for name in params:  # each experiment's run, named and tagged after it
+        (tried,) = client.search_runs(
+            [experiment_id], f"tags.`ablab.dvc_experiment` = '{name}' and "
+            "tags.`ablab.experiment` = 'cnn' and tags.`ablab.stage` = 'train'")  # fmt: skip
+        assert tried.info.run_name == f"cnn/{name}" and tried.info.status == "FINISHED"
+        assert tried.data.tags["ablab.dvc_baseline"] == baseline
+    table = next(line for line in readme_lines("dvc exp show") if "--only-changed" in line)
+    header = sh([*shlex.split(table), "--csv"], root, env).splitlines()[0]
+    assert len(header.split(",")) <= 40, header
+    assert "test_accuracy" in header and "experiments.cnn.model.dropout" in header
+    rows = [line for line in sh(["dvc", "metrics", "show", "--md"], root, env).splitlines()
+            if line.startswith("|")]  # fmt: skip
+    columns = rows[0].strip("|").split("|")
+    assert len(columns) <= 40 and len(rows) - 2 <= 5, rows  # a row per experiment, tune, tuned
+    (dag,) = [line for line in readme_lines("dvc dag")]
+    drawn = sh(shlex.split(dag), root, env)
+    assert "train@cnn" in drawn and max(map(len, drawn.splitlines())) <= 100, drawn
+
+
+def nothing_changes_dvc_outputs_outside_dvc(root, env) -> None:
+    """bench/units.py tables the runs `dvc repro` made (tag ablab.dvc_stage), by DVC stage: not
+    the DVC experiments, nor a run of `ablab train` outside DVC, which writes beside DVC's
+    outputs (results/adhoc/<run name>/) and leaves `dvc status` clean."""
     table = units_table(root)
     assert {"train@mlp", "suite@reg", "tune", "report"} <= {
         line.split("**")[1] for line in table if line.startswith("| **")}  # fmt: skip
-    sh(["ablab", "train", "mlp", "--set", "experiments.mlp.train.max_epochs=1"], root, env)
+    kept = (root / "results" / "mlp" / "metrics.json").read_bytes()
+    out = sh(["ablab", "train", "mlp", "--set", "experiments.mlp.train.max_epochs=1"], root, env)
+    assert "(results/adhoc/mlp/train.max_epochs=1/metrics.json;" in out
+    assert (root / "results" / "adhoc" / "mlp" / "train.max_epochs=1" / "metrics.json").exists()
+    assert (root / "results" / "mlp" / "metrics.json").read_bytes() == kept
+    assert "Data and pipelines are up to date" in sh(["dvc", "status"], root, env)
     assert units_table(root) == table
 
-    # a training knob reruns the `datasets` stage (same list), never fetch or preprocess
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in folder.rglob("*") if p.is_file()}  # fmt: skip
+
+
+def a_failed_stage_deletes_nothing(root, env) -> None:
+    """A bad key: `dvc repro` fails in `resolve`, nothing under data/ changes, and with the
+    params restored `dvc status` is clean. An offline fetch of a new dataset: `resolve` lists
+    it, `fetch` fails and keeps every dataset it had (DVC used to delete data/raw first); with
+    the params restored, `dvc repro` only resolves them again, fetching and preprocessing
+    nothing, and `dvc status` is clean."""
+    good = (root / "params.yaml").read_text()
+    tree = yaml.safe_load(good)
+    before = snapshot(root / "data")
+    tree_bad = {**tree, "train": {**tree["train"], "max_epohcs": 3}}
+    (root / "params.yaml").write_text(yaml.safe_dump(tree_bad))
+    failed = subprocess.run(["dvc", "repro"], cwd=root, env=env, capture_output=True, text=True,
+                            timeout=600)  # fmt: skip
+    assert failed.returncode != 0 and "max_epohcs" in failed.stdout + failed.stderr
+    assert snapshot(root / "data") == before
+    (root / "params.yaml").write_text(good)
+    assert "Data and pipelines are up to date" in sh(["dvc", "status"], root, env)
+
+    data = {k: v for k, v in before.items() if k.startswith(("raw/", "processed/"))}
+    mirror = "http://127.0.0.1:9/"  # nothing listens: the fetch fails at once
+    offline = {**tree, "data": {**tree["data"], "sources": {"imdb": {"base_url": mirror}}},
+               "experiments": {**tree["experiments"], "imdb": {
+                   "task": "classify", "data": {"dataset": "imdb"},
+                   "model": {"arch": "rnn", "hidden_size": 4}}}}  # fmt: skip
+    (root / "params.yaml").write_text(yaml.safe_dump(offline))
+    failed = subprocess.run(["dvc", "repro"], cwd=root, env=env, capture_output=True, text=True,
+                            timeout=600)  # fmt: skip
+    assert failed.returncode != 0 and "imdb" in failed.stdout + failed.stderr
+    now = snapshot(root / "data")
+    assert {k: v for k, v in now.items() if k.startswith(("raw/", "processed/"))} == data
+    (root / "params.yaml").write_text(good)
+    again = sh(["dvc", "repro"], root, env)
+    assert "Running stage 'resolve'" in again and "Running stage 'fetch'" not in again
+    assert "Running stage 'preprocess'" not in again and "Running stage 'train" not in again
+    assert "Data and pipelines are up to date" in sh(["dvc", "status"], root, env)
+
+
+def a_knob_reruns_only_what_reads_it(root, env) -> None:
+    """An epoch count reruns `resolve` (never fetch or preprocess) and then only what inherits
+    it: mlp, not cnn, which sets its own."""
     tree = yaml.safe_load((root / "params.yaml").read_text())
-    tree["experiments"]["mlp"]["train"] = {"max_epochs": 3}
+    tree["train"]["max_epochs"] = 3
     (root / "params.yaml").write_text(yaml.safe_dump(tree))
     data = sh(["dvc", "repro", "preprocess"], root, env)
-    assert "Running stage 'datasets'" in data
+    assert "Running stage 'resolve'" in data
     assert "Running stage 'fetch'" not in data and "Running stage 'preprocess'" not in data
+    status = json.loads(sh(["dvc", "status", "--json"], root, env))
+    assert "train@mlp" in status and "train@cnn" not in status, status
 
 
 def units_table(root: Path) -> list[str]:

@@ -46,7 +46,8 @@ def test_every_dependency_is_in_git_or_made_by_a_stage(tmp_path, suites):
 
 def test_fetch_and_preprocess_read_only_the_data_params_and_the_datasets_list(tmp_path):
     """Changing an epoch count, a suite or the tune space must not fetch or preprocess again:
-    those stages read no params, only the `datasets` stage's resolved files."""
+    those stages read no params, only the `resolve` stage's files; no stage after `resolve`
+    reads params.yaml's sections but `evaluators` (its own section) and the report."""
     tree = yaml.safe_load((REPO / "params.yaml").read_text())
     shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tree))
@@ -56,28 +57,54 @@ def test_fetch_and_preprocess_read_only_the_data_params_and_the_datasets_list(tm
         assert not [d for d in stages[name].deps if hasattr(d, "params")], name  # no params
         assert "data/datasets.json" in {str(d.def_path) for d in stages[name].deps}
     assert "data/preprocess.json" in {str(d.def_path) for d in stages["preprocess"].deps}
-    made = {str(o.def_path) for o in stages["datasets"].outs}
-    assert made == {"data/datasets.json", "data/preprocess.json"}
+    made = {str(o.def_path) for o in stages["resolve"].outs}
+    assert made == {"data/datasets.json", "data/preprocess.json", "data/resolved"}
+    for name, stage in stages.items():
+        reads = [d for d in stage.deps if hasattr(d, "params")]
+        kind = name.split("@")[0]
+        if kind not in ("resolve", "evaluators", "report"):
+            assert not reads, name
+        if kind in ("train", "explain", "pretrain", "suite", "tune", "tuned"):
+            assert any(str(d.def_path).startswith("data/resolved/") for d in stage.deps), name
 
 
-def test_the_datasets_stage_writes_what_the_params_use(tmp_path, monkeypatch):
+def test_the_resolve_stage_writes_what_each_stage_reads(tmp_path, monkeypatch):
     from ablab.cli import main
     from ablab.config import load
 
     monkeypatch.chdir(tmp_path)
-    main(["datasets", "--params", str(REPO / "params.yaml"), "--write", "datasets.json",
-          "--knobs", "preprocess.json"])  # fmt: skip
+    main(["resolve", "--params", str(REPO / "params.yaml"), "--out", "out"])
     params = load(REPO / "params.yaml")
-    written = json.loads((tmp_path / "datasets.json").read_text())
+    written = json.loads((tmp_path / "out" / "datasets.json").read_text())
     assert written == {"datasets": params.datasets(), "sources": {}}
     assert {"fashion_mnist", "mnist", "tweets"} <= set(written["datasets"])
-    knobs = json.loads((tmp_path / "preprocess.json").read_text())
+    knobs = json.loads((tmp_path / "out" / "preprocess.json").read_text())
     assert knobs["seed"] == params.seed and knobs["text"]["max_len"] == params.data.text.max_len
-    # a training knob leaves both files as they were
-    main(["datasets", "--params", str(REPO / "params.yaml"), "--write", "again.json",
-          "--knobs", "again-knobs.json", "--set", "train.max_epochs=99"])  # fmt: skip
-    assert (tmp_path / "again.json").read_text() == (tmp_path / "datasets.json").read_text()
-    assert (tmp_path / "again-knobs.json").read_text() == (tmp_path / "preprocess.json").read_text()
+    resolved = tmp_path / "out" / "resolved"
+    assert {p.stem for p in (resolved / "train").glob("*.json")} == set(params.experiments)
+    assert {p.stem for p in (resolved / "suite").glob("*.json")} == set(params.suites)
+    before = {p: p.read_bytes() for p in (tmp_path / "out").rglob("*.json")}
+
+    # an epoch count: only the files of what inherits it change; cnn_gap sets none, sunspots
+    # sets its own
+    main(["resolve", "--params", str(REPO / "params.yaml"), "--out", "out",
+          "--set", "train.max_epochs=6"])  # fmt: skip
+    changed = {str(p.relative_to(resolved)) for p, b in before.items() if p.read_bytes() != b}
+    assert "train/cnn_gap.json" in changed and "train/sunspots.json" not in changed
+    assert "train/mlp.json" not in changed  # mlp sets max_epochs: 20 itself
+    assert not {"datasets.json", "preprocess.json"} & {
+        p.name for p in before if p.read_bytes() != before[p]
+    }
+
+    # a bad key writes nothing: every file as it was
+    with pytest.raises(SystemExit):
+        main(["resolve", "--params", str(REPO / "params.yaml"), "--out", "out",
+              "--set", "train.max_epohcs=6"])  # fmt: skip
+    assert all(p.exists() for p in before)
+    # an experiment removed: its file goes
+    main(["resolve", "--params", str(REPO / "params.yaml"), "--out", "out",
+          "--set", "explain.experiments=[cnn]"])  # fmt: skip
+    assert {p.stem for p in (resolved / "explain").glob("*.json")} == {"cnn"}
 
 
 # --- each stage depends on the ablab modules its command imports, computed -----------------

@@ -213,7 +213,10 @@ def test_diagnose_an_experiment_with_the_lr_finder(suite_root, monkeypatch, caps
     run_id = out.split("MLflow run ")[1].split(":")[0]
     assert "http://127.0.0.1:5000/#/experiments/" in out
     assert f"/runs/{run_id}?workflowType=machine_learning\n" in out
-    assert "(results/mlp/metrics.json; the runs: ablab ui)" in out.splitlines()[-1]
+    # outside DVC, beside DVC's output (results/mlp/), under the run's own name
+    written = "results/adhoc/mlp/train.lr=1.0e-6,train.max_epochs=3/metrics.json"
+    assert f"({written}; the runs: ablab ui)" in out.splitlines()[-1]
+    assert (root / written).exists() and not (root / "results" / "mlp").exists()
     main(["diagnose", "mlp", "--lr-find", *params])
     out = capsys.readouterr().out
     assert out.startswith("mlp/train.lr=1.0e-6,train.max_epochs=3 (") and "FINISHED" in out

@@ -120,12 +120,12 @@ def test_a_diverged_unit_is_recorded_once_and_not_retried(tmp_path, digits_root)
     assert len(child_runs(root)) == 1  # trained once
 
 
-@pytest.mark.parametrize(("change", "new_study"), [
+@pytest.mark.parametrize(("change", "retrained"), [
     ("train.lr=0.02", True), ("diagnose.overfit_gap=0.5", False),
 ])  # fmt: skip
-def test_a_unit_is_reused_only_for_the_same_experiment(tmp_path, digits_root, change, new_study):
-    """The study's name hashes the resolved experiments, data and code: a training knob is a
-    new study (every unit trained), a knob the units do not read reuses them all."""
+def test_a_unit_is_reused_only_for_the_same_experiment(tmp_path, digits_root, change, retrained):
+    """A unit is known by its resolved experiment: a training knob makes new units (every one
+    trained), a knob the units do not read reuses them all."""
     root = make_root(tmp_path, digits_root)
     tree = yaml.safe_load((root / "params.yaml").read_text())
     tree["suites"]["resumable"]["seeds"] = [1]
@@ -133,8 +133,34 @@ def test_a_unit_is_reused_only_for_the_same_experiment(tmp_path, digits_root, ch
     (root / "params.yaml").write_text(yaml.safe_dump(tree))
     first = run_suite(load(root / "params.yaml"), "resumable", root)
     second = run_suite(load(root / "params.yaml", [change]), "resumable", root)
-    assert (second["study"] != first["study"]) == new_study
-    assert len(child_runs(root)) == (4 if new_study else 2)
+    assert second["study"] == first["study"]  # the same data and code: one study
+    assert len(child_runs(root)) == (4 if retrained else 2)
+
+
+def test_a_suite_that_grows_trains_only_what_is_new(tmp_path, digits_root, capsys):
+    """A variant added trains its own seeds only; one removed or renamed trains nothing, and
+    the suite's rows are those of its variants as they are now named."""
+    root = make_root(tmp_path, digits_root)
+    tree = yaml.safe_load((root / "params.yaml").read_text())
+    tree["suites"]["resumable"]["common"]["train.max_epochs"] = 1
+    (root / "params.yaml").write_text(yaml.safe_dump(tree))
+    first = run_suite(load(root / "params.yaml"), "resumable", root)
+    assert len(child_runs(root)) == 4  # 2 variants x 2 seeds
+    grown = "suites.resumable.variants.wide={model.width: 64}"
+    second = run_suite(load(root / "params.yaml", [grown]), "resumable", root)
+    assert len(child_runs(root)) == 6  # only wide's two seeds trained
+    assert "4 of 6 units already finished" in capsys.readouterr().out
+    assert second["runs"][:4] == first["runs"]
+    assert [r["variant"] for r in second["runs"][4:]] == ["wide", "wide"]
+    variants = tree["suites"]["resumable"]["variants"]
+    renamed = {"plain" if name == "baseline" else name: v for name, v in variants.items()}
+    shrunk = load(root / "params.yaml", [f"suites.resumable.variants={json.dumps(renamed)}",
+                                         "suites.resumable.baseline=plain"])  # fmt: skip
+    third = run_suite(shrunk, "resumable", root)
+    assert len(child_runs(root)) == 6  # nothing trained: wide removed, baseline renamed
+    assert [r["variant"] for r in third["runs"]] == ["plain", "plain", *[
+        r["variant"] for r in first["runs"][2:]]]  # fmt: skip
+    assert [r["run_id"] for r in third["runs"]] == [r["run_id"] for r in first["runs"]]
 
 
 def test_a_unit_queued_twice_is_trained_once(tmp_path, digits_root):
@@ -152,7 +178,8 @@ def test_a_unit_queued_twice_is_trained_once(tmp_path, digits_root):
                                 "default")  # fmt: skip
     units.enqueue_missing(study, runs)
     for run in runs:  # what the other machine queued in the same instant
-        study.enqueue_trial({}, user_attrs={units.UNIT: units.unit_key(run)})
+        study.enqueue_trial({}, user_attrs={units.UNIT: units.unit_key(run),
+                                            units.UNIT_ID: units.unit_id(run)})  # fmt: skip
     report = run_suite(params, "resumable", root)
     assert [r["status"] for r in report["runs"]] == ["finished"] * 2
     assert len(child_runs(root)) == 2
