@@ -22,6 +22,7 @@ test: setup system-test lint
 bench: setup
 	dvc repro preprocess
 	python bench/run.py
+	python bench/gpu.py      # where CUDA finds a device; else it says so
 
 lint: setup
 	ruff check .

@@ -140,12 +140,12 @@ def run_name(experiment: str, overrides: list[str]) -> str:
 
 
 def cmd_suite(args: argparse.Namespace) -> None:
-    params = load(args.params, args.set)
-    if args.full:
-        params = params.full_size()
+    committed = load(args.params, args.set)
+    params = committed.full_size() if args.full else committed
     names = args.suites or list(params.suites)
     for name in names:
         params.suite_runs(name)  # every name checked before any training starts
+    commit = _check_record(args, committed, names) if args.record else ""
     from ablab.pretrain import run_pretrain
     from ablab.suite import run_suite, suites_dir, variant_means
 
@@ -172,6 +172,44 @@ def cmd_suite(args: argparse.Namespace) -> None:
             print(f"note: results/suites/{name}/ is the output of DVC's stage suite@{name}: "
                   "`dvc status` shows it changed until `dvc repro` (which reuses every unit "
                   "already trained) writes the pipeline's own")  # fmt: skip
+        if args.record:
+            _record(committed, name, report, commit, args.as_name)
+
+
+def _check_record(args: argparse.Namespace, params, names: list[str]) -> str:
+    """--record's conditions, checked before anything trains; the commit the record names."""
+    from ablab.records import clean_commit, spec
+
+    if not args.full:
+        raise ConfigError("--record: a record is of a suite's full recipe: add --full")
+    if args.set:
+        raise ConfigError("--record takes no --set: a record is of the committed recipe")
+    if args.as_name and len(names) != 1:
+        raise ConfigError("--as names one record: give one suite")
+    for name in names:
+        spec(params, name)  # ConfigError where the suite says nothing to record
+    return clean_commit(_root())
+
+
+def _record(params, suite: str, report: dict, commit: str, as_name: str | None) -> None:
+    """reproductions/<name>.json from the finished full recipe and its units' runs."""
+    from mlflow.tracking import MlflowClient
+
+    from ablab import records
+
+    client = MlflowClient()
+    machines = []
+    for run in report["runs"]:
+        if run["run_id"]:
+            tags = client.get_run(run["run_id"]).data.tags
+            seen = {"host": tags.get("ablab.host", ""), "cpu": tags.get("ablab.machine", ""),
+                    "accelerator": tags.get("ablab.device", "")}  # fmt: skip
+            if seen not in machines:
+                machines.append(seen)
+    record = records.build(params, suite, report, commit, report["seconds"], machines, as_name)
+    path = records.write(_root(), record)
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in record["result"].items())
+    print(f"record: {path.relative_to(_root())}: {shown}")
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
@@ -195,6 +233,18 @@ def cmd_report(args: argparse.Namespace) -> None:
     tables = run_report(params, _root(), recipe)
     where = "results/full/report" if args.full else "results/report"
     print(f"report: {len(tables)} suites -> {where}/README.md (and an MLflow run)")
+
+
+def cmd_reproductions(args: argparse.Namespace) -> None:
+    from ablab import records
+
+    params = load(args.params, args.set)
+    text = records.table(params, records.load_all(_root()))
+    if args.write:
+        changed = records.write_readme(Path(args.write), text)
+        print(f"{args.write}: the reproductions table {'rewritten' if changed else 'as it was'}")
+        return
+    print(text, end="")
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
@@ -334,6 +384,7 @@ EXAMPLES = {
     "suite": "ablab suite regularization          # --full: the full-size recipe",
     "pretrain": "ablab pretrain transfer",
     "report": "ablab report",
+    "reproductions": "ablab reproductions --write README.md",
     "tune": "ablab tune --workers 2",
     "tuned": "ablab tuned",
     "diagnose": "ablab diagnose regularization/baseline/seed1",
@@ -412,10 +463,21 @@ def parser() -> argparse.ArgumentParser:
     )
     suite_parser.add_argument("--workers", type=int, default=1, help=workers_help)
     suite_parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    record_help = ("with --full: write reproductions/<name>.json, the committed record of the "
+                   "run (the suite's full.record says what it holds)")  # fmt: skip
+    suite_parser.add_argument("--record", action="store_true", help=record_help)
+    suite_parser.add_argument(
+        "--as", dest="as_name", metavar="NAME", help="the record's name (default: full.record.name)"
+    )
     pretrain_help = "train the source networks of suites' network-based transfer (all suites)"
     add("pretrain", cmd_pretrain, pretrain_help).add_argument("suites", nargs="*")
     report_parser = add("report", cmd_report, "tables and plots of every suite -> results/report/")
     report_parser.add_argument("--full", action="store_true", help=full_help)
+    repro_help = "the table of recorded full recipes (reproductions/*.json) beside the papers"
+    repro = add("reproductions", cmd_reproductions, repro_help)
+    repro.add_argument(
+        "--write", metavar="FILE", help="put it between FILE's reproductions markers (README.md)"
+    )
     tune_parser = add("tune", cmd_tune, "run the Optuna study of the tune section")
     tune_parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     tune_parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

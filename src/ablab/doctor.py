@@ -14,7 +14,7 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from ablab import diagnose, tracking
+from ablab import diagnose, machine, tracking
 from ablab.config import ConfigError, Experiment, Params
 
 # the metrics logged once per epoch (step = epoch), besides grad_norm/<layer>
@@ -106,7 +106,9 @@ def find_lr(params: Params, exp: Experiment, root: Path) -> float:
     module = fam.module(exp, data)
     # the finder's temporary checkpoint goes to a folder of its own, removed afterwards
     with tempfile.TemporaryDirectory(prefix="ablab-lr-find-") as folder:
-        trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False,
+        trainer = pl.Trainer(accelerator=machine.accelerator(exp.train.accelerator),
+                             devices=exp.train.devices, precision=exp.train.precision,
+                             logger=False,
                              enable_progress_bar=False, enable_model_summary=False,
                              enable_checkpointing=False, default_root_dir=folder)  # fmt: skip
         finder = Tuner(trainer).lr_find(module, datamodule=data, update_attr=False)

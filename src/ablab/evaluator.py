@@ -143,6 +143,8 @@ def score(evaluator: Evaluator, real: torch.Tensor, fake: torch.Tensor, seed: in
     real_f, fake_f = batched(evaluator.features, real), batched(evaluator.features, fake)
     with torch.no_grad():
         logits = evaluator.net[-1](fake_f)
+    # the scores on the host: one transfer of the features per evaluation, not per batch
+    real_f, fake_f, logits = real_f.cpu(), fake_f.cpu(), logits.cpu()
     entropy, confidence, predicted = class_stats(F.softmax(logits, 1))
     same = Identity(real_f.shape[1])
     return Scores(
@@ -157,7 +159,7 @@ def image_distance(evaluator: Evaluator, real: torch.Tensor, fake: torch.Tensor)
     """The Fréchet distance of two sets of images in the evaluator's feature space."""
     evaluator.eval()
     real_f, fake_f = batched(evaluator.features, real), batched(evaluator.features, fake)
-    return frechet_distance(Identity(real_f.shape[1]), real_f, fake_f)
+    return frechet_distance(Identity(real_f.shape[1]), real_f.cpu(), fake_f.cpu())
 
 
 def train_evaluator(processed_dir: Path, dataset: str, epochs: int, seed: int) -> dict:

@@ -9,6 +9,7 @@ import functools
 import os
 import platform
 import re
+import socket
 
 import torch
 
@@ -45,4 +46,24 @@ def versions() -> str:
 
 
 def tags() -> dict[str, str]:
-    return {"ablab.machine": machine(), "ablab.versions": versions()}
+    return {"ablab.host": socket.gethostname(), "ablab.machine": machine(),
+            "ablab.versions": versions()}  # fmt: skip
+
+
+def accelerator(setting: str) -> str:
+    """`train.accelerator` resolved: "gpu" where asked or (auto) where CUDA finds a device,
+    else "cpu"; a GPU asked for where there is none is an error naming the key."""
+    found = torch.cuda.is_available()
+    if setting == "gpu" and not found:
+        from ablab.config import ConfigError
+
+        raise ConfigError("train.accelerator: gpu, but torch finds no CUDA device here; use "
+                          "auto (a GPU where there is one, else the CPU) or cpu")  # fmt: skip
+    return "gpu" if setting == "gpu" or (setting == "auto" and found) else "cpu"
+
+
+def device(resolved: str) -> str:
+    """The `ablab.device` tag: e.g. "cpu (AMD EPYC, 2 threads)", "cuda (NVIDIA H200)"."""
+    if resolved == "gpu":
+        return f"cuda ({torch.cuda.get_device_name(torch.cuda.current_device())})"
+    return f"cpu ({cpu_model()}, {torch.get_num_threads()} threads)"

@@ -20,6 +20,7 @@ def penalized_weights(net: nn.Module) -> list[torch.Tensor]:
 def penalty(net: nn.Module, l1: float = 0.0, l2: float = 0.0) -> torch.Tensor:
     """l1 * sum |w| + l2 * sum w^2 over `penalized_weights` (0 when both are 0)."""
     weights = penalized_weights(net)
+    # no weight at all: a 0-d CPU zero, which any device's loss takes as a scalar
     total = weights[0].new_zeros(()) if weights else torch.zeros(())
     for w in weights:
         if l1:
@@ -92,8 +93,8 @@ def disturb_labels(
     drawn uniformly (possibly itself), so about alpha * (C-1)/C of the labels change."""
     if alpha == 0:
         return y
-    redraw = torch.rand(y.shape, generator=generator) < alpha
-    random = torch.randint(0, num_classes, y.shape, generator=generator)
+    redraw = torch.rand(y.shape, generator=generator, device=y.device) < alpha
+    random = torch.randint(0, num_classes, y.shape, generator=generator, device=y.device)
     return torch.where(redraw, random, y)
 
 

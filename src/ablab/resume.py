@@ -153,11 +153,12 @@ def _sweep(base: Path) -> None:
 class LastEpoch(pl.Callback):
     """Writes the trainer's state at the start of every epoch after the first (last.ckpt,
     replaced atomically), so a kill loses at most the epoch in flight. Lightning saves no
-    random streams: this callback carries them (torch, numpy, random) and sets them back at the
-    start of the first epoch a restored trainer runs. At an epoch's start the previous epoch is
-    wholly done (its schedulers stepped, early stopping decided) and nothing of the new one is
-    drawn: Lightning restarts a checkpoint taken there at that epoch's first batch. Put it
-    last among the callbacks: the others' epoch-start hooks have run when it saves."""
+    random streams: this callback carries them (torch, CUDA's, numpy, random) and sets them
+    back at the start of the first epoch a restored trainer runs. At an epoch's start the
+    previous epoch is wholly done (its schedulers stepped, early stopping decided) and nothing
+    of the new one is drawn: Lightning restarts a checkpoint taken there at that epoch's first
+    batch. Put it last among the callbacks: the others' epoch-start hooks have run when it
+    saves."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -192,11 +193,14 @@ class LastEpoch(pl.Callback):
 
     def state_dict(self) -> dict:
         kind, keys, pos, has_gauss, gauss = np.random.get_state()
-        return {
+        state = {
             "torch": torch.get_rng_state(),
             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss],
             "python": random.getstate(),
         }
+        if torch.cuda.is_initialized():  # every GPU's stream: dropout and noise draw there
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
 
     def load_state_dict(self, state_dict: dict) -> None:
         self._restored = state_dict
@@ -204,6 +208,8 @@ class LastEpoch(pl.Callback):
 
 def _set_streams(state: dict) -> None:
     torch.set_rng_state(state["torch"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
     kind, keys, pos, has_gauss, gauss = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     version, internal, gauss_next = state["python"]

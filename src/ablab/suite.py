@@ -51,6 +51,7 @@ def run_suite(
     diverged is recorded, not retried; any other error ends the parent run FAILED (KILLED on an
     interrupt), stops the suite and writes nothing; finished units stay finished."""
     root = Path(root)
+    started = time.monotonic()
     runs = params.suite_runs(suite_name)  # raises ConfigError naming an unknown suite
     suite = params.suites[suite_name]
     processed = Path(processed_dir or root / "data" / "processed")
@@ -83,11 +84,18 @@ def run_suite(
         killed = isinstance(exc, KeyboardInterrupt | SystemExit)
         client.set_terminated(parent_id, RunStatus.to_string(
             RunStatus.KILLED if killed else RunStatus.FAILED))  # fmt: skip
+        _add_seconds(study, time.monotonic() - started)
         raise
     zombies = units.close_zombies(client, parent_id)  # killed where no retry resumed them
     resume.discard(tracking.store_root(root), set(zombies))
     client.set_terminated(parent_id)
+    _add_seconds(study, time.monotonic() - started)
     return _write_results(params, suite_name, root, results_dir, recipe, parent_id, study)
+
+
+def _add_seconds(study, seconds: float) -> None:
+    """The suite's wall time over all its sittings (a killed run goes on later), on the study."""
+    study.set_user_attr("seconds", float(study.user_attrs.get("seconds", 0.0)) + seconds)
 
 
 def run_worker(params: Params, suite_name: str, root: Path, parent_id: str,
@@ -175,6 +183,7 @@ def _write_results(params: Params, suite_name: str, root: Path, results_dir: Pat
         "parent_run_id": parent_id,
         "study": study.study_name,
         "recipe": recipe,
+        "seconds": round(float(study.user_attrs.get("seconds", 0.0)), 1),  # every sitting's
         "seeds": list(suite.seeds),
         "common": _describe(nest_overrides(suite.common)),
         "variants": {n: _describe(o) or "(none)" for n, o in suite.variant_overrides().items()},

@@ -19,7 +19,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from torch import nn
 
-from ablab import diagnose, figures, resume, tracking
+from ablab import diagnose, figures, machine, resume, tracking
 from ablab.config import DiagnoseParams, Experiment, Params, higher_is_better
 from ablab.families import DivergedError, Family, Fit, family
 from ablab.files import write_atomic
@@ -208,8 +208,9 @@ def _fit(
     callbacks.append(resume.LastEpoch(point.last))  # last: the others' hooks have run
     trainer = pl.Trainer(
         max_epochs=hp.max_epochs,
-        accelerator="cpu",
-        devices=1,
+        accelerator=machine.accelerator(hp.accelerator),
+        devices=hp.devices,
+        precision=hp.precision,
         deterministic=True,
         logger=False,
         # batches per epoch as Lightning's bar in a terminal; logs (DVC) keep one line each
@@ -226,8 +227,12 @@ def _fit(
         ),
     )
     try:
-        fit = Fit(trainer, hp.test_checkpoint, fast_dev_run, pretrained_dir, resume_from)
-        fam.run(fit, module, data)
+        fit = Fit(trainer, hp.test_checkpoint, fast_dev_run, pretrained_dir, resume_from,
+                  machine.accelerator(hp.accelerator), hp.devices, hp.precision)  # fmt: skip
+        try:
+            fam.run(fit, module, data)
+        finally:  # Lightning moved the module back to the CPU: the data goes back there too
+            data.trainer = None
     except DivergedError as exc:
         mlflow.set_tag("ablab.failure", f"{exc.kind}: {exc}")
         exc.run_id = run_id
@@ -324,6 +329,7 @@ def train(
         exp.name, exp.seed, data.meta["data_hash"], "train", root, suite=suite, variant=variant
     )
     tags["ablab.family"] = exp.task
+    tags["ablab.device"] = machine.device(machine.accelerator(exp.train.accelerator))
     tags.update(fam.tags(exp))
     tags.update(extra_tags or {})
     suffix, dvc_tags = tracking.dvc_experiment()  # a DVC experiment's runs, found in MLflow

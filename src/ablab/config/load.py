@@ -293,14 +293,30 @@ def validate(tree: dict, source: str = "params.yaml") -> Params:
     for name in params.experiments:
         params.experiment(name)
     full = params.full_size()
-    for name in params.suites:
+    for name, suite in params.suites.items():
         params.suite_runs(name)
-        full.suite_runs(name)  # the full recipe's variants are checked too
+        runs = full.suite_runs(name)  # the full recipe's variants are checked too
+        if suite.full is not None and suite.full.record is not None:
+            _check_record(params, name, suite.full.record, {r.variant for r in runs}, source)
     if params.tune is not None:  # an unknown hyperparameter name fails here, named
         params.tuned_experiment({k: d.lowest() for k, d in params.tune.space.items()})
     params.check_evaluators()
     params.check_explained()
     return params
+
+
+def _check_record(params: Params, name: str, record, variants: set[str], source: str) -> None:
+    """A record's result keys name variants of the full recipe and metrics its family reports."""
+    task = params.experiments[params.suites[name].experiment].task
+    reported = ENTRIES[task].reported
+    for key, spec in record.result.items():
+        where = f"suites.{name}.full.record.result.{key}"
+        if spec.variant not in variants:
+            raise invalid(source, [f"{where}.variant: got {spec.variant!r}; the full recipe's "
+                                   f"variants: {', '.join(sorted(variants))}"])  # fmt: skip
+        if spec.metric not in reported:
+            raise invalid(source, [f"{where}.metric: got {spec.metric!r}; a {task} suite "
+                                   f"reports {', '.join(reported)}"])  # fmt: skip
 
 
 def load(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:

@@ -13,13 +13,34 @@ from ablab.config.overrides import deep_merge, nest_overrides
 Seeds = Annotated[list[Annotated[int, Field(ge=0, lt=2**32)]], Field(min_length=1)]
 
 
+class ResultKey(Strict):
+    """One number of a record's `result`: a variant's metric over the record's seeds."""
+
+    variant: str
+    metric: str
+    of: Literal["mean", "error"] = "mean"  # error: 1 - the mean (an accuracy as a test error)
+    paper: float | None = None  # the published figure it stands beside, same units
+
+
+class RecordSpec(Strict):
+    """What `ablab suite NAME --full --record` writes to reproductions/<name>.json: the result
+    keys, computed from the per-seed values, and the reference they are read against."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9_]+$")]
+    source: str = Field(min_length=1)  # the paper or reference implementation, one line
+    goal: str = ""  # what the reproduction aims at, in words (the README's table)
+    result: dict[str, ResultKey] = Field(min_length=1)
+
+
 class FullRecipe(Strict):
     """The suite at full size (`ablab suite NAME --full`): its own seeds, `common` merged
-    over the suite's, and variants added to the suite's (those the default run leaves out)."""
+    over the suite's, and variants added to the suite's (those the default run leaves out);
+    `record`, what `--record` writes of it."""
 
     seeds: Seeds | None = None
     common: dict[str, Any] = {}
     variants: dict[str, dict[str, Any]] = {}
+    record: RecordSpec | None = None
 
 
 class Suite(Strict):

@@ -102,6 +102,17 @@ class TrainParams(Strict):
     # early stopping) or the last epoch's
     test_checkpoint: Literal["best", "last"] = "best"
 
+    @field_validator("devices")
+    @classmethod
+    def _one_device(cls, devices: int | list[int]) -> int | list[int]:
+        if devices != 1 and not (isinstance(devices, list) and len(devices) == 1
+                                 and devices[0] >= 0):  # fmt: skip
+            raise ValueError(
+                f"got {devices}; one device per run: 1, or [index] for the GPU to use "
+                "(units share a GPU side by side: --workers N)"
+            )
+        return devices
+
     @field_validator("folds")
     @classmethod
     def _folds_are_off_or_several(cls, folds: int) -> int:
@@ -111,3 +122,9 @@ class TrainParams(Strict):
 
     threads: Annotated[int, Field(ge=1, le=256)] = 2
     log_model: bool = True  # the trained model as an MLflow artifact
+    # where training runs: auto picks a GPU where Lightning finds one, else the CPU
+    accelerator: Literal["auto", "cpu", "gpu"] = "auto"
+    # one device per run (several units share a GPU: --workers N): 1, or [index] to pick one
+    devices: int | list[int] = 1
+    # bf16-mixed / 16-mixed: autocast on a GPU (the networks here are too small to gain much)
+    precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "32-true"

@@ -16,12 +16,14 @@ def affine(
     """Random integer shift of up to `shift` pixels, mirror with probability 0.5, rotation of up
     to +/- `rotation` degrees; uncovered pixels take `fill` (the background's value)."""
     n, _, h, w = x.shape
-    angle = (torch.rand(n) * 2 - 1) * math.radians(rotation)
+    device = x.device  # every draw on the batch's device: no tensor crosses
+    angle = (torch.rand(n, device=device) * 2 - 1) * math.radians(rotation)
     cos, sin = torch.cos(angle), torch.sin(angle)
-    flip = torch.where(torch.rand(n) < 0.5, -1.0, 1.0) if hflip else torch.ones(n)
+    ones = torch.ones(n, device=device)
+    flip = torch.where(torch.rand(n, device=device) < 0.5, -1.0, 1.0) if hflip else ones
     # affine_grid works in [-1, 1] coordinates, so a shift of k pixels is 2k / size
-    tx = torch.randint(-shift, shift + 1, (n,)).float() * 2 / w
-    ty = torch.randint(-shift, shift + 1, (n,)).float() * 2 / h
+    tx = torch.randint(-shift, shift + 1, (n,), device=device).float() * 2 / w
+    ty = torch.randint(-shift, shift + 1, (n,), device=device).float() * 2 / h
     theta = torch.stack(
         [torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1
     )
@@ -34,21 +36,22 @@ def erase(x: torch.Tensor, probability: float, value: float = 0.0) -> torch.Tens
     """Random erasing (Zhong et al. 2017): with `probability`, blank a rectangle covering 2-33%
     of the image, aspect ratio 0.3-3.3, at a random place."""
     n, _, h, w = x.shape
-    area = torch.empty(n).uniform_(0.02, 0.33) * h * w
-    ratio = torch.exp(torch.empty(n).uniform_(math.log(0.3), math.log(1 / 0.3)))
+    device = x.device
+    area = torch.empty(n, device=device).uniform_(0.02, 0.33) * h * w
+    ratio = torch.exp(torch.empty(n, device=device).uniform_(math.log(0.3), math.log(1 / 0.3)))
     eh = (area * ratio).sqrt().round().clamp(1, h).long()
     ew = (area / ratio).sqrt().round().clamp(1, w).long()
-    top = (torch.rand(n) * (h - eh + 1)).long()
-    left = (torch.rand(n) * (w - ew + 1)).long()
-    rows = torch.arange(h).view(1, h, 1)
-    cols = torch.arange(w).view(1, 1, w)
+    top = (torch.rand(n, device=device) * (h - eh + 1)).long()
+    left = (torch.rand(n, device=device) * (w - ew + 1)).long()
+    rows = torch.arange(h, device=device).view(1, h, 1)
+    cols = torch.arange(w, device=device).view(1, 1, w)
     inside = (
         (rows >= top.view(n, 1, 1))
         & (rows < (top + eh).view(n, 1, 1))
         & (cols >= left.view(n, 1, 1))
         & (cols < (left + ew).view(n, 1, 1))
     )
-    chosen = (torch.rand(n) < probability).view(n, 1, 1)
+    chosen = (torch.rand(n, device=device) < probability).view(n, 1, 1)
     return x.masked_fill((inside & chosen).unsqueeze(1), value)
 
 

@@ -22,6 +22,7 @@ from ablab.data.preprocess import load_arrays
 # CNN's already past 256 (~20 us an image at 256, ~65 at 512: make bench, layout.*).
 EVAL_BATCH_SIZE = 512
 EVAL_BATCH_SIZES = {"cnn": 256}
+GPU_EVAL_BATCH_SIZE = 4096  # a GPU scores far larger no-grad batches than a CPU's cache holds
 
 
 def eval_batch_size(arch: str) -> int:
@@ -54,7 +55,8 @@ class Batches:
             for i in range(0, len(self.tensors[0]), self.batch_size):
                 yield tuple(t[i : i + self.batch_size] for t in self.tensors)
             return
-        for index in self.order():
+        for index in self.order():  # drawn on the host; the tensors may sit on a GPU
+            index = index.to(self.tensors[0].device, non_blocking=True)
             yield tuple(t[index] for t in self.tensors)
 
 
@@ -124,6 +126,33 @@ class ArrayDataModule(pl.LightningDataModule):
         self.tensors: dict[str, TensorDataset] = {}
         self._order_stream: torch.Generator | None = None
         self._restored_stream: torch.Tensor | None = None
+        self._placed: dict[tuple[int, str], TensorDataset] = {}
+
+    # whether batches are sliced from tensors moved once to the training device (images:
+    # they fit); else each batch is moved as Lightning moves it (token sequences, cut to their
+    # longest on the host first)
+    on_device: bool = True
+
+    def device(self) -> torch.device:
+        """The device training runs on (the trainer's), the CPU outside a trainer."""
+        trainer = self.trainer
+        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+
+    def placed(self, dataset: TensorDataset) -> TensorDataset:
+        """`dataset` on the training device, moved once and kept (as it is on the CPU)."""
+        device = self.device()
+        if device.type == "cpu" or not self.on_device:
+            return dataset
+        key = (id(dataset), str(device))
+        if key not in self._placed:
+            self._placed[key] = TensorDataset(*(t.to(device) for t in dataset.tensors))
+        return self._placed[key]
+
+    def eval_batches(self) -> int:
+        """Examples per validation or test batch, for the training device."""
+        if self.device().type == "cpu":
+            return self.eval_batch_size
+        return max(self.eval_batch_size, GPU_EVAL_BATCH_SIZE)
 
     def order_stream(self) -> torch.Generator:
         """The training batches' order generator, seeded; where a checkpoint was restored
@@ -188,7 +217,7 @@ class ArrayDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> Batches:
         generator = self.order_stream()
-        dataset = self.tensors["train"]
+        dataset = self.placed(self.tensors["train"])
         if self.imbalance == "weighted_sampling":
             order = samplers.balanced_order(self.train_labels, self.batch_size, generator)
         else:
@@ -200,10 +229,10 @@ class ArrayDataModule(pl.LightningDataModule):
         return shuffled(len(self.tensors["train"]), self.batch_size, generator)
 
     def val_dataloader(self) -> Batches:
-        return Batches(self.tensors["val"], self.eval_batch_size)
+        return Batches(self.placed(self.tensors["val"]), self.eval_batches())
 
     def test_dataloader(self) -> Batches:
-        return Batches(self.tensors["test"], self.eval_batch_size)
+        return Batches(self.placed(self.tensors["test"]), self.eval_batches())
 
 
 class ImageDataModule(ArrayDataModule):
@@ -286,7 +315,8 @@ class PairedBatches:
             if not pending:
                 pending = list(torch.randperm(n_labelled, generator=g).split(self.batch_size))
                 pending.reverse()
-            index = pending.pop()
+            index = pending.pop().to(self.labelled[0].device, non_blocking=True)
+            u = u.to(self.unlabelled[0].device, non_blocking=True)
             yield (*(t[index] for t in self.labelled), *(t[u] for t in self.unlabelled))
 
 
@@ -326,8 +356,8 @@ class SemiSupervisedDataModule(ImageDataModule):
 
     def train_dataloader(self) -> PairedBatches:
         generator = self.order_stream()
-        return PairedBatches(self.tensors["train"], self.unlabelled, self.batch_size,
-                             self.unlabelled_batch_size, generator)  # fmt: skip
+        return PairedBatches(self.placed(self.tensors["train"]), self.placed(self.unlabelled),
+                             self.batch_size, self.unlabelled_batch_size, generator)  # fmt: skip
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         if len(batch) != 4:
@@ -360,7 +390,7 @@ class Streams:
                 if not pending[name]:
                     order = torch.randperm(len(tensors[0]), generator=self.generator)
                     pending[name] = list(order.split(self.batch_size))[::-1]
-                index = pending[name].pop()
+                index = pending[name].pop().to(tensors[0].device, non_blocking=True)
                 batch[name] = tuple(t[index] for t in tensors)
             yield batch
 
@@ -493,7 +523,8 @@ class DomainDataModule(ImageDataModule):
         generator = self.order_stream()
         n = len(self.unlabelled) if method == "oracle" else len(self.source["train"])
         steps = math.ceil(n / self.batch_size)
-        return Streams(self.streams(method), self.batch_size, steps, generator)
+        streams = {name: self.placed(d) for name, d in self.streams(method).items()}
+        return Streams(streams, self.batch_size, steps, generator)
 
     def train_dataloader(self) -> Streams:
         return self.stream_batches(self.method)
@@ -555,7 +586,11 @@ class TextDataModule(ArrayDataModule):
         texts = json.loads(self.texts_path.read_text())
         return [texts[i] for i in self.indices[split]]
 
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+    on_device = False
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        """Cut to the batch's longest sequence on the host, before the batch moves: the
+        length needs no wait for a device."""
         tokens, lengths, y = batch
         return tokens[:, : int(lengths.max())], lengths, y
 

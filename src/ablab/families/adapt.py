@@ -32,7 +32,7 @@ from ablab.config.common import LABEL_SETS
 from ablab.config.families import PRETRAINED_METHODS
 from ablab.config.pretraining import pretraining, pretraining_key
 from ablab.data.datamodules import DomainDataModule, eval_batch_size
-from ablab.families.base import Fit, build_error, network_regularizers, optimizer_hparams
+from ablab.families.base import Fit, Sums, build_error, network_regularizers, optimizer_hparams
 from ablab.families.classify import ClassificationTask, Classify
 from ablab.figures import Figure, plt
 from ablab.models import build
@@ -70,7 +70,7 @@ class AdaptTask(ClassificationTask):
                 width = extractor.eval()(torch.zeros(2, *input_shape)).flatten(1).shape[1]
             extractor.train()
             self.domain = domain_classifier(width, domain_hidden)
-        self._domain = [0, 0]  # correct, seen: this epoch's domain predictions
+        self._domain = Sums()  # correct, seen: this epoch's domain predictions
         self.reversal = 0.0
         self.source_classes = num_classes  # network-based methods: the source's classes
         self.initial_state: dict[str, torch.Tensor] | None = None  # for the features figure
@@ -124,7 +124,7 @@ class AdaptTask(ClassificationTask):
         objective = source + target
         if self.hparams.l1 or self.hparams.l2:
             objective = objective + regularize.penalty(self.net, self.hparams.l1, self.hparams.l2)
-        self.record_train(target.item(), objective.item(), len(yt))
+        self.record_train(target, objective, len(yt))
         return objective
 
     def _dann_step(self, xs, ys, xu) -> torch.Tensor:
@@ -140,17 +140,16 @@ class AdaptTask(ClassificationTask):
             domain = self.domain(reverse_gradient(x, self.reversal)).squeeze(1)
             target = torch.full_like(domain, is_target)
             objective = objective + F.binary_cross_entropy_with_logits(domain, target)
-            self._domain[0] += int(((domain > 0).float() == target).sum())
-            self._domain[1] += len(target)
-        self.record_train(F.cross_entropy(logits.detach(), ys).item(), objective.item(), len(ys))
+            self._domain.add(correct=((domain > 0).float() == target).sum(), seen=len(target))
+        self.record_train(F.cross_entropy(logits.detach(), ys), objective, len(ys))
         return objective
 
     def epoch_extras(self) -> dict[str, float]:
         out = super().epoch_extras()
-        correct, seen = self._domain
-        self._domain = [0, 0]
-        if seen:
-            out.update(domain_accuracy=correct / seen, reversal=self.reversal)
+        sums = self._domain.read()
+        self._domain = Sums()
+        if sums.get("seen"):
+            out.update(domain_accuracy=sums["correct"] / sums["seen"], reversal=self.reversal)
         return out
 
     def features(self, x: torch.Tensor, state: dict | None = None) -> torch.Tensor:

@@ -47,6 +47,33 @@ def as_logged(value: float | torch.Tensor) -> float:
 GRAD_NORM_EVERY = 8  # steps between gradient-norm samples
 
 
+class Sums:
+    """Running sums of a split's values, each kept on the device of what is added, in float64
+    (as Python floats summed them before, so CPU numbers do not move), and read with one host
+    sync (`read`): no step waits for the device. Plain numbers (counts) stay on the host."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, torch.Tensor | float] = {}
+
+    def add(self, **values: torch.Tensor | float) -> None:
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                value = value.detach().double()
+            self._values[name] = self._values[name] + value if name in self._values else value
+
+    def read(self) -> dict[str, float]:
+        """Every sum as a Python float (one transfer for all the device ones)."""
+        held = [k for k, v in self._values.items() if isinstance(v, torch.Tensor)]
+        out = {k: float(v) for k, v in self._values.items() if k not in held}
+        if held:
+            values = torch.stack([self._values[k].reshape(()) for k in held]).tolist()
+            out.update(zip(held, values, strict=True))
+        return out
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._values
+
+
 class Task(pl.LightningModule):
     """Subclasses save hyperparameters optimizer, lr, weight_decay, momentum, schedule and
     max_epochs, and implement `_reset_eval`, `_eval_step(batch)` and `_eval_end(prefix)`;
@@ -54,7 +81,8 @@ class Task(pl.LightningModule):
 
     def __init__(self) -> None:
         super().__init__()
-        self._train_sums = [0.0, 0.0, 0]  # loss * n, objective * n, n
+        self._train_sums = Sums()  # loss * n, objective * n, n
+        self._first_bad_step: torch.Tensor | None = None  # on a GPU: a non-finite objective
         self._grad_sums: torch.Tensor | None = None  # per weight tensor, summed over steps
         self._grad_steps = 0
         self.test_results: dict[str, float] = {}
@@ -67,13 +95,27 @@ class Task(pl.LightningModule):
             if prefix == "test":
                 self.test_results[f"test_{name}"] = as_logged(value)
 
-    def record_train(self, loss: float, objective: float, n: int) -> None:
-        """One step's losses; raises DivergedError when the objective is not finite."""
-        if not math.isfinite(objective):
-            raise DivergedError(f"training loss is {objective} at step {self.global_step}")
-        self._train_sums[0] += loss * n
-        self._train_sums[1] += objective * n
-        self._train_sums[2] += n
+    def record_train(self, loss: torch.Tensor, objective: torch.Tensor, n: int) -> None:
+        """One step's losses (0-d tensors), summed on their device. A non-finite objective
+        raises DivergedError: on the CPU at once, naming the step; on a GPU, where checking
+        each step would wait for the device, the first such step is noted on the device and
+        raised at the epoch's end (`epoch_extras`): the epoch in flight is then wasted, no
+        more."""
+        objective = objective.detach()
+        if objective.device.type == "cpu":
+            value = float(objective)
+            if not math.isfinite(value):
+                raise DivergedError(f"training loss is {value} at step {self.global_step}")
+        else:
+            bad = ~torch.isfinite(objective)
+            step = torch.full((), self.global_step, device=objective.device)
+            if self._first_bad_step is None:
+                self._first_bad_step = torch.full((), -1, device=objective.device)
+            first = self._first_bad_step
+            self._first_bad_step = torch.where(bad & (first < 0), step, first)
+        # to float64 first: Python floats multiplied and summed these before (same rounding)
+        self._train_sums.add(loss=loss.detach().double() * n, objective=objective.double() * n,
+                             n=n)  # fmt: skip
 
     def on_before_optimizer_step(self, optimizer) -> None:
         """Every GRAD_NORM_EVERY-th step, per weight tensor (dim > 1) of `self.net`, the
@@ -99,9 +141,16 @@ class Task(pl.LightningModule):
     def epoch_extras(self) -> dict[str, float]:
         """The epoch's mean train_loss, train_objective and grad_norm/<parameter> (read by the
         epoch logger); resets them."""
-        loss, objective, n = self._train_sums
-        self._train_sums = [0.0, 0.0, 0]
-        out = {"train_loss": loss / n, "train_objective": objective / n} if n else {}
+        sums = self._train_sums.read()
+        self._train_sums = Sums()
+        if self._first_bad_step is not None:  # a GPU's deferred divergence check
+            bad, self._first_bad_step = int(self._first_bad_step), None
+            if bad >= 0:
+                raise DivergedError(f"training loss is not finite at step {bad}")
+        n = sums.get("n", 0)
+        out = {}
+        if n:
+            out = {"train_loss": sums["loss"] / n, "train_objective": sums["objective"] / n}
         if self._grad_sums is not None:
             means = (self._grad_sums / max(self._grad_steps, 1)).tolist()
             names = [name for name, _ in self._weights()]
@@ -169,6 +218,11 @@ class Fit:
     pretrained_dir: Path | None = None
     # the run's last checkpoint where a killed process left one: the run's fit continues there
     resume_from: str | None = None
+    # where the run trains (resolved: cpu or gpu), on which device, at which precision: extra
+    # phases train there too
+    accelerator: str = "cpu"
+    devices: int | list[int] = 1
+    precision: str = "32-true"
 
     def fit(self, module: pl.LightningModule, data: pl.LightningDataModule) -> None:
         """The run's own epochs (resumed where a checkpoint says)."""
@@ -193,7 +247,8 @@ class Fit:
         callbacks, logging, checkpoints or validation: for phases such as greedy layer-wise
         pretraining that are not the run's own epochs."""
         trainer = pl.Trainer(
-            max_epochs=max_epochs, accelerator="cpu", devices=1, deterministic=True,
+            max_epochs=max_epochs, accelerator=self.accelerator, devices=self.devices,
+            precision=self.precision, deterministic=True,
             logger=False, enable_progress_bar=False, enable_model_summary=False,
             enable_checkpointing=False, num_sanity_val_steps=0, fast_dev_run=self.fast_dev_run,
         )  # fmt: skip
@@ -204,9 +259,11 @@ class Fit:
 
 @contextmanager
 def own_random_stream(seed: int):
-    """Runs the block seeded with `seed` (torch, numpy, random) and restores the random
-    streams afterwards: an extra phase (pretraining) that leaves the run's draws as they were."""
+    """Runs the block seeded with `seed` (torch and CUDA's, numpy, random) and restores the
+    random streams afterwards: an extra phase (pretraining) that leaves the run's draws as
+    they were."""
     states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
     pl.seed_everything(seed, workers=True, verbose=False)
     try:
         yield
@@ -214,6 +271,8 @@ def own_random_stream(seed: int):
         random.setstate(states[0])
         np.random.set_state(states[1])
         torch.set_rng_state(states[2])
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
 
 
 class Family(ABC):

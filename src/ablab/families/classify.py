@@ -24,6 +24,7 @@ from ablab.families.base import (
     Family,
     Fit,
     Loggable,
+    Sums,
     Task,
     build_error,
     network_regularizers,
@@ -93,9 +94,8 @@ class ClassificationTask(Task):
         self.pretrained_run = ""
 
     def _reset_eval(self) -> None:
-        self._loss_sum = 0.0
-        self._count = 0
-        self._confusion = torch.zeros(self.num_classes, self.num_classes, dtype=torch.long)
+        self._sums = Sums()
+        self._confusion: torch.Tensor | None = None  # made on the device of the first batch
         self._seen: list[tuple[torch.Tensor, torch.Tensor]] = []  # (targets, predictions)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
@@ -122,9 +122,8 @@ class ClassificationTask(Task):
         plain = not (hp.label_smoothing or hp.l1 or hp.l2 or hp.disturb_label) and (
             self.class_weights is None
         )
-        value = objective.item()
-        loss = value if plain else F.cross_entropy(logits.detach(), y).item()
-        self.record_train(loss, value, len(y))
+        loss = objective if plain else F.cross_entropy(logits.detach(), y)
+        self.record_train(loss, objective, len(y))
         return objective
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
@@ -135,26 +134,29 @@ class ClassificationTask(Task):
         *inputs, y = batch
         logits = self(*inputs)
         preds = logits.argmax(1)
-        self._loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-        self._count += len(y)
-        self._confusion += confusion_matrix(preds, y, self.num_classes)
+        self._sums.add(loss=F.cross_entropy(logits, y, reduction="sum"), count=len(y))
+        batch = confusion_matrix(preds, y, self.num_classes)
+        self._confusion = batch if self._confusion is None else self._confusion + batch
         self._seen.append((y, preds))
 
     def _eval_end(self, prefix: str) -> torch.Tensor:
-        scores = scores_from_confusion(self._confusion)
+        """The split's values, read from the device once; the confusion matrix, on the host."""
+        sums = self._sums.read()
+        confusion = self._confusion.cpu() if self._confusion is not None else torch.zeros(
+            self.num_classes, self.num_classes, dtype=torch.long)  # fmt: skip
+        scores = scores_from_confusion(confusion)
         self.publish(prefix, {
-            "loss": self._loss_sum / max(self._count, 1),
+            "loss": sums.get("loss", 0.0) / max(sums.get("count", 0), 1),
             "accuracy": scores["accuracy"].float(),
             "macro_f1": scores["macro_f1"].float(),
         })  # fmt: skip
-        confusion = self._confusion.clone()
         self._reset_eval()
         return confusion
 
     def on_test_epoch_end(self) -> None:
         targets, preds = zip(*self._seen, strict=True)
-        self.test_predictions = {"target": torch.cat(targets).numpy(),
-                                 "prediction": torch.cat(preds).numpy()}  # fmt: skip
+        self.test_predictions = {"target": torch.cat(targets).cpu().numpy(),
+                                 "prediction": torch.cat(preds).cpu().numpy()}  # fmt: skip
         self.test_confusion = self._eval_end("test")
 
 

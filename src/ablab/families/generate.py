@@ -61,6 +61,14 @@ class _Adversarial(Task):
     def attach(self, evaluator: nn.Module, info: dict) -> None:
         self._tools = {"evaluator": evaluator, "info": info}
 
+    def _apply(self, fn, recurse: bool = True):
+        """Moved (or cast) with the module, as Lightning moves it: the evaluator, which is no
+        submodule (not trained, not in checkpoints), and any tensors a subclass holds."""
+        super()._apply(fn, recurse)
+        if hasattr(self, "_tools"):
+            self._tools["evaluator"]._apply(fn, recurse)
+        return self
+
     @property
     def evaluator(self) -> nn.Module:
         return self._tools["evaluator"]
@@ -149,16 +157,19 @@ class GANTask(_Adversarial):
     def parameter_groups(self):
         return [self.discriminator.parameters(), self.generator.parameters()]
 
-    def _labels(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor | None:
+    def _labels(self, n: int, generator: torch.Generator | None = None,
+                device: torch.device | None = None) -> torch.Tensor | None:  # fmt: skip
         k = self.hparams.num_classes
-        return torch.randint(0, k, (n,), generator=generator) if k else None
+        return torch.randint(0, k, (n,), generator=generator, device=device) if k else None
 
     def sample(self, n: int, seed: int, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """n images in [0, 1], drawn from a generator of their own (the global one untouched)."""
+        """n images in [0, 1], drawn from a generator of their own (the global one untouched):
+        the codes are drawn on the CPU, so a run on a GPU draws the same ones, then moved."""
         generator = torch.Generator().manual_seed(seed)
         z = torch.randn(n, self.hparams.latent_size, generator=generator)
         if labels is None:
             labels = self._labels(n, generator)
+        z, labels = z.to(self.device), labels if labels is None else labels.to(self.device)
         return quality.batched(lambda zs, ys: to_image(self.generator(zs, ys)), z, labels,
                                size=BATCH)  # fmt: skip
 
@@ -168,23 +179,24 @@ class GANTask(_Adversarial):
         hp = self.hparams
         opt_d, opt_g = self.optimizers()
         conditional = y if hp.num_classes else None
-        real_target = torch.full((len(x),), 1.0 - hp.label_smoothing)
+        device, n = x.device, len(x)
+        real_target = torch.full((n,), 1.0 - hp.label_smoothing, device=device)
         for _ in range(hp.d_steps):
-            z = torch.randn(len(x), hp.latent_size)
-            wanted = self._labels(len(x))
+            z = torch.randn(n, hp.latent_size, device=device)
+            wanted = self._labels(n, device=device)
             with torch.no_grad():
                 fake = self.generator(z, wanted)
             real_logits = self.discriminator(x, conditional)
             fake_logits = self.discriminator(fake, wanted)
             d_loss = F.binary_cross_entropy_with_logits(
                 real_logits, real_target
-            ) + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros(len(x)))
+            ) + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros(n, device=device))
             self._step(opt_d, d_loss)
-        z = torch.randn(len(x), hp.latent_size)
-        wanted = self._labels(len(x))
+        z = torch.randn(n, hp.latent_size, device=device)
+        wanted = self._labels(n, device=device)
         fake_logits = self.discriminator(self.generator(z, wanted), wanted)
         # non-saturating: maximise log D(G(z)) rather than minimise log(1 - D(G(z)))
-        g_loss = F.binary_cross_entropy_with_logits(fake_logits, torch.ones(len(x)))
+        g_loss = F.binary_cross_entropy_with_logits(fake_logits, torch.ones(n, device=device))
         self._step(opt_g, g_loss)
         self._record({
             "d_loss": d_loss, "g_loss": g_loss, "d_real": torch.sigmoid(real_logits).mean(),
@@ -201,8 +213,8 @@ class GANTask(_Adversarial):
         real_logits = _judge(self.discriminator, real, real_labels if hp.num_classes else None)
         fake_logits = _judge(self.discriminator, fake, labels)
         loss = F.binary_cross_entropy_with_logits(
-            real_logits, torch.ones(n)
-        ) + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros(n))
+            real_logits, torch.ones(n, device=real_logits.device)
+        ) + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros(n, device=self.device))
         if prefix == "val":
             distance = quality.image_distance(self.evaluator, real, fake)
             self.publish("val", {"loss": loss, "frechet_distance": distance})
@@ -262,6 +274,12 @@ class CycleGANTask(_Adversarial):
         self.source = source
         self._reset_eval()
 
+    def _apply(self, fn, recurse: bool = True):
+        super()._apply(fn, recurse)
+        if hasattr(self, "source"):  # the source images travel with the module
+            self.source = {k: tuple(fn(t) for t in v) for k, v in self.source.items()}
+        return self
+
     def parameter_groups(self):
         return [
             [*self.d_target.parameters(), *self.d_source.parameters()],
@@ -272,7 +290,7 @@ class CycleGANTask(_Adversarial):
         target, _ = batch
         target = to_gan(target)
         pool = self.source["train"][0]
-        source = to_gan(pool[torch.randint(0, len(pool), (len(target),))])
+        source = to_gan(pool[torch.randint(0, len(pool), (len(target),), device=pool.device)])
         hp = self.hparams
         opt_d, opt_g = self.optimizers()
         real = 1.0 - hp.label_smoothing
@@ -323,10 +341,11 @@ class CycleGANTask(_Adversarial):
         scores = quality.score(self.evaluator, real, fake, self.hparams.seed)
         source_x, source_y = self.source["test"]
         with torch.no_grad():
-            unmapped = self.evaluator(source_x).argmax(1).numpy()
+            unmapped = self.evaluator(source_x).argmax(1).cpu().numpy()
         values = _scores(scores)
-        values["mapped_accuracy"] = float(np.mean(scores.predicted == source_y.numpy()))
-        values["unmapped_accuracy"] = float(np.mean(unmapped == source_y.numpy()))
+        truth = source_y.cpu().numpy()
+        values["mapped_accuracy"] = float(np.mean(scores.predicted == truth))
+        values["unmapped_accuracy"] = float(np.mean(unmapped == truth))
         self.publish("test", {"loss": loss, **values})
 
     def mapping_rows(self, per_row: int) -> torch.Tensor:
@@ -363,7 +382,8 @@ def grid_image(images: torch.Tensor, columns: int = GRID) -> np.ndarray:
     n, c, h, w = images.shape
     rows = -(-n // columns)
     grid = np.full((rows * (h + 2) + 2, columns * (w + 2) + 2, c), 255, np.uint8)
-    pixels = (images.clamp(0, 1).numpy() * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)
+    pixels = (images.clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
+    pixels = pixels.transpose(0, 2, 3, 1)
     for i in range(n):
         top, left = 2 + (i // columns) * (h + 2), 2 + (i % columns) * (w + 2)
         grid[top : top + h, left : left + w] = pixels[i]
@@ -497,7 +517,7 @@ class Generate(Family):
         images); cyclegan: the source -> target mapper."""
         shape = list(data.input_shape)
         if isinstance(module, CycleGANTask):
-            example = (module.source["test"][0][:2] * 255).round().to(torch.uint8).numpy()
+            example = (module.source["test"][0][:2] * 255).round().to(torch.uint8).cpu().numpy()
             meta = {"image_shape": shape, "source": exp.model.source}
             return Loggable("image_mapper", module.to_target.eval(), meta, example)
         hp = module.hparams

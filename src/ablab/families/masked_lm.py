@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 from ablab.config import Experiment
 from ablab.data.datamodules import TextDataModule
-from ablab.families.base import Family, Task, build_error, optimizer_hparams
+from ablab.families.base import Family, Sums, Task, build_error, optimizer_hparams
 from ablab.models import build
 from ablab.models.transformer import MaskedTokenHead, TransformerClassifier, mask_tokens
 
@@ -68,23 +68,25 @@ class MaskedLmTask(Task):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss, _, n = self._loss(batch)
         mean = loss / n
-        self.record_train(mean.item(), mean.item(), n)
+        self.record_train(mean, mean, n)
         return mean
 
     def _reset_eval(self) -> None:
-        self._sums = [0.0, 0, 0]  # loss, correct, picked
-        self._eval_generator = torch.Generator().manual_seed(EVAL_MASK_SEED)
+        self._sums = Sums()  # loss, correct, picked
+        self._eval_generator = None  # seeded on the batches' device at the first step
 
     def _eval_step(self, batch) -> None:
+        if self._eval_generator is None:
+            device = batch[0].device
+            self._eval_generator = torch.Generator(device).manual_seed(EVAL_MASK_SEED)
         loss, correct, n = self._loss(batch, self._eval_generator)
-        self._sums[0] += loss.item()
-        self._sums[1] += int(correct)
-        self._sums[2] += n
+        self._sums.add(loss=loss, correct=correct, picked=n)
 
     def _eval_end(self, prefix: str) -> None:
-        loss, correct, n = self._sums
-        mean = loss / max(n, 1)
-        values = {"loss": mean, "mlm_accuracy": correct / max(n, 1)}
+        sums = self._sums.read()
+        n = max(sums.get("picked", 0), 1)
+        mean = sums.get("loss", 0.0) / n
+        values = {"loss": mean, "mlm_accuracy": sums.get("correct", 0) / n}
         if prefix == "test":
             values["perplexity"] = math.exp(min(mean, 50.0))
         self.publish(prefix, values)

@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from ablab.config import Experiment
 from ablab.data.datamodules import SemiSupervisedDataModule, eval_batch_size
-from ablab.families.base import build_error, network_regularizers, optimizer_hparams
+from ablab.families.base import Sums, build_error, network_regularizers, optimizer_hparams
 from ablab.families.classify import ClassificationTask, Classify
 from ablab.models import build
 
@@ -38,7 +38,7 @@ class PseudoLabelTask(ClassificationTask):
         super().__init__(net, num_classes, **kwargs)
         self.hparams.update(alpha_final=alpha_final, start_epoch=start_epoch,
                             full_epoch=full_epoch, threshold=threshold)  # fmt: skip
-        self._pseudo = [0, 0, 0]  # correct among kept, kept, seen: this epoch's
+        self._pseudo = Sums()  # correct among kept, kept, seen: this epoch's
         self.last_pseudo: dict[str, float] = {}
 
     def alpha(self) -> float:
@@ -51,26 +51,31 @@ class PseudoLabelTask(ClassificationTask):
         hp = self.hparams
         logits = self(x)
         objective = self.objective(logits, y)
-        loss = F.cross_entropy(logits.detach(), y).item()
+        loss = F.cross_entropy(logits.detach(), y)
         if hp.alpha_final:
             alpha = self.alpha()
             with torch.set_grad_enabled(alpha > 0):  # before T1 only measured, not learnt
                 unlabelled = self(x_unlabelled)
             confidence, pseudo = unlabelled.detach().softmax(1).max(1)
             kept = confidence >= hp.threshold
-            self._pseudo[0] += int((pseudo[kept] == y_hidden[kept]).sum())
-            self._pseudo[1] += int(kept.sum())
-            self._pseudo[2] += len(pseudo)
-            if alpha > 0 and bool(kept.any()):
-                pseudo_loss = F.cross_entropy(unlabelled[kept], pseudo[kept], reduction="sum")
+            self._pseudo.add(correct=((pseudo == y_hidden) & kept).sum(), kept=kept.sum(),
+                             seen=len(pseudo))  # fmt: skip
+            if alpha > 0:
+                # every example kept (threshold 0): no boolean index, whose size the host
+                # would have to wait for; an empty selection sums to 0
+                picked = (
+                    (unlabelled, pseudo) if not hp.threshold else (unlabelled[kept], pseudo[kept])
+                )
+                pseudo_loss = F.cross_entropy(*picked, reduction="sum")
                 objective = objective + alpha * pseudo_loss / len(pseudo)
-        self.record_train(loss, objective.item(), len(y))
+        self.record_train(loss, objective, len(y))
         return objective
 
     def epoch_extras(self) -> dict[str, float]:
         out = super().epoch_extras()
-        correct, kept, seen = self._pseudo
-        self._pseudo = [0, 0, 0]
+        sums = self._pseudo.read()
+        self._pseudo = Sums()
+        correct, kept, seen = (sums.get(k, 0) for k in ("correct", "kept", "seen"))
         if seen:
             self.last_pseudo = {
                 "pseudo_label_accuracy": correct / kept if kept else float("nan"),

@@ -22,6 +22,7 @@ from ablab.data.datamodules import Batches, ImageDataModule, shuffled
 from ablab.families.base import (
     Family,
     Fit,
+    Sums,
     Task,
     build_error,
     network_regularizers,
@@ -44,9 +45,9 @@ def corrupt(x: torch.Tensor, kind: str, level: float, generator=None) -> torch.T
     if kind == "none":
         return x
     if kind == "gaussian":
-        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
         return (x + level * noise).clamp_(0.0, 1.0)
-    keep = torch.rand(x.shape, generator=generator) >= level
+    keep = torch.rand(x.shape, generator=generator, device=x.device) >= level
     return x * keep if kind == "masking" else x * keep / (1.0 - level)
 
 
@@ -81,7 +82,7 @@ class AutoencoderTask(Task):
         self._reset_eval()
 
     def _reset_eval(self) -> None:
-        self._loss_sum, self._sq_sum, self._pixels = 0.0, 0.0, 0
+        self._sums = Sums()
 
     def loss(self, logits: torch.Tensor, x: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         if self.hparams.loss == "bce":
@@ -99,7 +100,7 @@ class AutoencoderTask(Task):
             objective = objective + sparsity_penalty(code, s["kind"], s["weight"], s["target"])
         if hp.l1 or hp.l2:
             objective = objective + regularize.penalty(self.net, hp.l1, hp.l2)
-        self.record_train(loss.item(), objective.item(), len(x))
+        self.record_train(loss, objective, len(x))
         return objective
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
@@ -109,14 +110,15 @@ class AutoencoderTask(Task):
     def _eval_step(self, batch) -> None:
         x, _ = batch
         logits = self.net.decode_logits(self.net.encode(x))
-        self._loss_sum += self.loss(logits, x, reduction="sum").item()
-        self._sq_sum += F.mse_loss(torch.sigmoid(logits), x, reduction="sum").item()
-        self._pixels += x.numel()
+        self._sums.add(loss=self.loss(logits, x, reduction="sum"),
+                       squares=F.mse_loss(torch.sigmoid(logits), x, reduction="sum"),
+                       pixels=x.numel())  # fmt: skip
 
     def _eval_end(self, prefix: str) -> None:
-        pixels = max(self._pixels, 1)
-        self.publish(prefix, {"loss": self._loss_sum / pixels,
-                              "recon_loss": self._sq_sum / pixels})  # fmt: skip
+        sums = self._sums.read()
+        pixels = max(sums.get("pixels", 0), 1)
+        self.publish(prefix, {"loss": sums.get("loss", 0.0) / pixels,
+                              "recon_loss": sums.get("squares", 0.0) / pixels})  # fmt: skip
 
 
 class _LayerTask(pl.LightningModule):

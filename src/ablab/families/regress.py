@@ -18,6 +18,7 @@ from ablab.data.datamodules import SeriesDataModule
 from ablab.families.base import (
     Family,
     Loggable,
+    Sums,
     Task,
     build_error,
     network_regularizers,
@@ -50,7 +51,7 @@ class RegressionTask(Task):
         self.test_predictions: torch.Tensor | None = None
 
     def _reset_eval(self) -> None:
-        self._abs, self._sq, self._count = 0.0, 0.0, 0
+        self._sums = Sums()
         self._preds: list[torch.Tensor] = []
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
@@ -65,7 +66,7 @@ class RegressionTask(Task):
         loss = self._loss(pred, y)
         hp = self.hparams
         objective = loss + regularize.penalty(self.net, hp.l1, hp.l2) if hp.l1 or hp.l2 else loss
-        self.record_train(loss.item(), objective.item(), len(y))
+        self.record_train(loss, objective, len(y))
         return objective
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
@@ -76,14 +77,13 @@ class RegressionTask(Task):
         *inputs, y = batch
         pred = self(*inputs)
         err = pred - y
-        self._abs += err.abs().sum().item()
-        self._sq += err.pow(2).sum().item()
-        self._count += len(y)
+        self._sums.add(absolute=err.abs().sum(), squares=err.pow(2).sum(), count=len(y))
         self._preds.append(pred.detach())
 
     def _eval_end(self, prefix: str) -> None:
-        n, scale = max(self._count, 1), self.hparams.scale
-        mse, mae = self._sq / n, self._abs / n
+        sums = self._sums.read()
+        n, scale = max(sums.get("count", 0), 1), self.hparams.scale
+        mse, mae = sums.get("squares", 0.0) / n, sums.get("absolute", 0.0) / n
         self.publish(prefix, {
             "loss": mse if self.hparams.loss == "mse" else mae,
             "mae": mae * scale,
@@ -92,7 +92,7 @@ class RegressionTask(Task):
 
     def on_test_epoch_end(self) -> None:
         self._eval_end("test")
-        self.test_predictions = torch.cat(self._preds) if self._preds else None
+        self.test_predictions = torch.cat(self._preds).cpu() if self._preds else None
 
 
 class Regress(Family):

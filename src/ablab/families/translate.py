@@ -15,7 +15,7 @@ from torch.nn import functional as F
 from ablab.config import Experiment
 from ablab.data.datamodules import TranslationDataModule
 from ablab.data.dates import BOS_ID, EOS_ID, PAD_ID
-from ablab.families.base import Family, Task, build_error, optimizer_hparams
+from ablab.families.base import Family, Sums, Task, build_error, optimizer_hparams
 from ablab.figures import Figure, plt
 from ablab.models import build
 
@@ -32,7 +32,7 @@ class TranslationTask(Task):
         self._reset_eval()
 
     def _reset_eval(self) -> None:
-        self._loss_sum, self._tokens, self._exact, self._chars, self._count = 0.0, 0, 0, 0, 0
+        self._sums = Sums()
 
     def _logits(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         source, lengths, target = batch
@@ -42,29 +42,27 @@ class TranslationTask(Task):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         logits, target = self._logits(batch)
         loss = F.cross_entropy(logits.transpose(1, 2), target, ignore_index=PAD_ID)
-        value = loss.item()
-        self.record_train(value, value, len(target))
+        self.record_train(loss, loss, len(target))
         return loss
 
     def _eval_step(self, batch) -> None:
         logits, target = self._logits(batch)
         real = target != PAD_ID
-        self._loss_sum += F.cross_entropy(
-            logits.transpose(1, 2), target, ignore_index=PAD_ID, reduction="sum"
-        ).item()
-        self._tokens += int(real.sum())
+        loss = F.cross_entropy(logits.transpose(1, 2), target, ignore_index=PAD_ID,
+                               reduction="sum")  # fmt: skip
         source, lengths, _ = batch
         decoded = self.net.greedy(source, lengths, target.shape[1], BOS_ID)
         right = (decoded == target) | ~real
-        self._exact += int(right.all(1).sum())
-        self._chars += int(((decoded == target) & real).sum())
-        self._count += len(target)
+        self._sums.add(loss=loss, tokens=real.sum(), exact=right.all(1).sum(),
+                       chars=((decoded == target) & real).sum(), count=len(target))  # fmt: skip
 
     def _eval_end(self, prefix: str) -> None:
+        sums = self._sums.read()
+        tokens = max(sums.get("tokens", 0), 1)
         self.publish(prefix, {
-            "loss": self._loss_sum / max(self._tokens, 1),
-            "accuracy": self._exact / max(self._count, 1),  # exact match
-            "char_accuracy": self._chars / max(self._tokens, 1),
+            "loss": sums.get("loss", 0.0) / tokens,
+            "accuracy": sums.get("exact", 0) / max(sums.get("count", 0), 1),  # exact match
+            "char_accuracy": sums.get("chars", 0) / tokens,
         })  # fmt: skip
         self._reset_eval()
 

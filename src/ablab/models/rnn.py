@@ -70,7 +70,7 @@ class RecurrentNet(nn.Module):
             pooled = torch.cat(list(h_n[-self.directions :]), dim=1)
             return self.head(pooled)
         states, _ = pad_packed_sequence(states, batch_first=True, total_length=tokens.shape[1])
-        mask = torch.arange(tokens.shape[1]) < lengths.unsqueeze(1)
+        mask = torch.arange(tokens.shape[1], device=tokens.device) < lengths.unsqueeze(1)
         if self.pooling == "mean":
             pooled = (states * mask.unsqueeze(-1)).sum(1) / lengths.unsqueeze(1)
         elif self.pooling == "max":

@@ -34,7 +34,7 @@ class Seq2Seq(nn.Module):
         )
         states, (h, c) = self.encoder(packed)
         states, _ = pad_packed_sequence(states, batch_first=True, total_length=source.shape[1])
-        mask = torch.arange(source.shape[1]) < lengths.unsqueeze(1)
+        mask = torch.arange(source.shape[1], device=source.device) < lengths.unsqueeze(1)
         return states, mask, (h[-1], c[-1])
 
     def step(self, token, state, states, keys, mask):
@@ -71,7 +71,7 @@ class Seq2Seq(nn.Module):
         """Decode `steps` tokens feeding back the argmax; N x steps ids."""
         states, mask, state = self.encode(source, lengths)
         keys = self.key(states)
-        token = torch.full((source.shape[0],), bos, dtype=torch.long)
+        token = torch.full((source.shape[0],), bos, dtype=torch.long, device=source.device)
         outputs, attention = [], []
         for _ in range(steps):
             logits, state, weights = self.step(token, state, states, keys, mask)

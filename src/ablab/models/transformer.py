@@ -110,13 +110,14 @@ def mask_tokens(
     """BERT's corruption: of the real (not padding) tokens, each is picked with `mask_prob`
     (at least one per batch); a picked token becomes `mask_id` (80%), a random word id in
     [first_word, mask_id) (10%) or stays (10%). Returns (corrupted tokens, picked: bool N x T)."""
-    real = torch.arange(tokens.shape[1]) < lengths.unsqueeze(1)
-    draw = torch.rand(tokens.shape, generator=generator)
+    device = tokens.device
+    real = torch.arange(tokens.shape[1], device=device) < lengths.unsqueeze(1)
+    draw = torch.rand(tokens.shape, generator=generator, device=device)
     picked = (draw < mask_prob) & real
-    if not picked.any():
-        picked[0, 0] = True
-    how = torch.rand(tokens.shape, generator=generator)
-    random_ids = torch.randint(first_word, mask_id, tokens.shape, generator=generator)
+    picked[0, 0] |= ~picked.any()  # at least one, decided on the device (no host sync)
+    how = torch.rand(tokens.shape, generator=generator, device=device)
+    random_ids = torch.randint(first_word, mask_id, tokens.shape, generator=generator,
+                               device=device)  # fmt: skip
     corrupted = torch.where(picked & (how < 0.8), mask_id, tokens)
     corrupted = torch.where(picked & (how >= 0.8) & (how < 0.9), random_ids, corrupted)
     return corrupted, picked
