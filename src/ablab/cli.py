@@ -235,6 +235,43 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"report: {len(tables)} suites -> {where}/README.md (and an MLflow run)")
 
 
+def cmd_claims(args: argparse.Namespace) -> None:
+    from ablab import claims
+
+    params = load(args.params, args.set)
+    rulings = claims.rule(params, _root())
+    if args.write:
+        claims.write(rulings, Path(args.write))
+        from ablab import tracking
+        from ablab.suite import suites_dir
+
+        tracking.use_store(_root(), params.mlflow_experiment)
+        claims.tag_suites(rulings, suites_dir(_root()))
+        tally = ", ".join(f"{n} {v}" for v, n in claims.counts(rulings).items())
+        print(f"claims: {tally} -> {args.write}/claims.md")
+        return
+    if args.id:
+        found = [r for r in rulings if r.cid == args.id]
+        if not found:
+            raise ConfigError(f"{args.params}: no claim {args.id!r}; claims: "
+                              f"{', '.join(r.cid for r in rulings)}")  # fmt: skip
+        print(claims.detail(found[0], _run_names(params, _root())), end="")
+        return
+    print(claims.markdown(rulings), end="")
+
+
+def _run_names(params, root: Path) -> dict[str, str]:
+    """Run id -> "name (its address in the UI)" for the runs of the project's store."""
+    from mlflow.tracking import MlflowClient
+
+    from ablab import tracking
+
+    experiment_id = tracking.use_store(root, params.mlflow_experiment)
+    runs = MlflowClient().search_runs([experiment_id], max_results=50000)
+    return {r.info.run_id: f"{r.info.run_name} ({tracking.run_url(experiment_id, r.info.run_id)})"
+            for r in runs}  # fmt: skip
+
+
 def cmd_reproductions(args: argparse.Namespace) -> None:
     from ablab import records
 
@@ -385,6 +422,7 @@ EXAMPLES = {
     "pretrain": "ablab pretrain transfer",
     "report": "ablab report",
     "reproductions": "ablab reproductions --write README.md",
+    "claims": "ablab claims C10",
     "tune": "ablab tune --workers 2",
     "tuned": "ablab tuned",
     "diagnose": "ablab diagnose regularization/baseline/seed1",
@@ -473,6 +511,12 @@ def parser() -> argparse.ArgumentParser:
     add("pretrain", cmd_pretrain, pretrain_help).add_argument("suites", nargs="*")
     report_parser = add("report", cmd_report, "tables and plots of every suite -> results/report/")
     report_parser.add_argument("--full", action="store_true", help=full_help)
+    claims_help = "the course's claims, each decided by the suites and the records"
+    claims_parser = add("claims", cmd_claims, claims_help)
+    claims_parser.add_argument("id", nargs="?", help="one claim in full (e.g. C10)")
+    claims_parser.add_argument(
+        "--write", metavar="DIR", help="write claims.md and claims.csv there (the claims stage)"
+    )
     repro_help = "the table of recorded full recipes (reproductions/*.json) beside the papers"
     repro = add("reproductions", cmd_reproductions, repro_help)
     repro.add_argument(

@@ -50,8 +50,8 @@ def _seed_values(runs: list[dict], variant: str, key: str) -> dict[int, float]:
     }  # fmt: skip
 
 
-class _TestSet:
-    """The suite's test predictions (predictions.npz) and one shared set of bootstrap
+class TestSet:
+    """A suite's test predictions (predictions.npz) and one shared set of bootstrap
     resamples, with every run's resampled metric computed once."""
 
     def __init__(self, arrays: dict[str, np.ndarray], report: dict) -> None:
@@ -88,7 +88,7 @@ BOOTSTRAP = 1000  # resamples of the test set per suite
 PERMUTATIONS = 1000  # example-level swaps per permutation test
 
 
-def _test_level(test: _TestSet, metric: str, variant: str, baseline: str,
+def _test_level(test: TestSet, metric: str, variant: str, baseline: str,
                 seeds: list[int]) -> stats.TestLevel | None:  # fmt: skip
     """The comparison across test examples on the seeds both runs have predictions for."""
     pairs = [(f"{variant}/seed{s}", f"{baseline}/seed{s}") for s in seeds]
@@ -98,7 +98,7 @@ def _test_level(test: _TestSet, metric: str, variant: str, baseline: str,
     return test.compare(metric, [v for v, _ in pairs], [b for _, b in pairs])
 
 
-def _compare(table: pd.DataFrame, report: dict, key: str, test: _TestSet | None) -> None:
+def _compare(table: pd.DataFrame, report: dict, key: str, test: TestSet | None) -> None:
     """Fill the comparison columns of metric `key` for every variant but the baseline."""
     runs, baseline = report["runs"], report["baseline"]
     others = [v for v in table.index if v != baseline]
@@ -165,7 +165,7 @@ def suite_table(report: dict, predictions: dict[str, np.ndarray] | None = None) 
     table = pd.DataFrame(rows).set_index("variant", drop=False)
     if report.get("family") == "adapt":
         _between_floor_and_ceiling(table, report["headline"])
-    test = _TestSet(predictions, report) if predictions and "target" in predictions else None
+    test = TestSet(predictions, report) if predictions and "target" in predictions else None
     for key in (k for k in report["compared"] if k in present):
         _compare(table, report, key, test)
     return table.reset_index(drop=True)

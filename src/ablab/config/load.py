@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import Field, PrivateAttr, TypeAdapter, ValidationError
 
+from ablab.config.claims import Claim, ClaimId
 from ablab.config.common import DATASETS, ConfigError, Strict, describe, invalid
 from ablab.config.data import DataParams, Skew
 from ablab.config.diagnose import DiagnoseParams
@@ -92,6 +93,7 @@ class Params(Strict):
     diagnose: DiagnoseParams = DiagnoseParams()
     evaluator: EvaluatorParams = EvaluatorParams()
     explain: ExplainParams = ExplainParams()
+    claims: dict[ClaimId, Claim] = {}
     _source: str = PrivateAttr("params.yaml")  # the file the params came from, for messages
 
     def experiment(self, name: str) -> Experiment:
@@ -302,7 +304,39 @@ def validate(tree: dict, source: str = "params.yaml") -> Params:
         params.tuned_experiment({k: d.lowest() for k, d in params.tune.space.items()})
     params.check_evaluators()
     params.check_explained()
+    _check_claims(params, full, source)
     return params
+
+
+def _check_claims(params: Params, full: Params, source: str) -> None:
+    """Every comparison names a suite, variants of the recipe it reads, a metric its family
+    declares and, at full scale, the record that suite's full recipe writes."""
+    for cid, claim in params.claims.items():
+        for i, comp in enumerate(claim.comparisons):
+            where = f"claims.{cid}.comparisons[{i}]"
+            if comp.suite not in params.suites:
+                raise invalid(source, [f"{where}.suite: unknown suite {comp.suite!r}; "
+                                       f"suites: {', '.join(params.suites)}"])  # fmt: skip
+            recipe = full if comp.scale == "full" else params
+            variants = recipe.suites[comp.suite].variant_overrides()
+            for key in ("variant", "against"):
+                name = getattr(comp, key)
+                if name is not None and name not in variants:
+                    raise invalid(source, [
+                        f"{where}.{key}: got {name!r}; the {comp.scale} recipe of "
+                        f"{comp.suite} has {', '.join(variants)}"])  # fmt: skip
+            task = params.experiments[params.suites[comp.suite].experiment].task
+            declared = ENTRIES[task].directions
+            if comp.metric not in declared:
+                raise invalid(source, [f"{where}.metric: got {comp.metric!r}; a {task} suite "
+                                       f"reports {', '.join(sorted(declared))}"])  # fmt: skip
+            if comp.scale == "full":
+                record = params.suites[comp.suite].full
+                record = record.record if record is not None else None
+                if record is None or record.name != comp.record:
+                    raise invalid(source, [
+                        f"{where}.record: got {comp.record!r}; suite {comp.suite}'s full "
+                        f"recipe records {record.name if record else 'nothing'!r}"])  # fmt: skip
 
 
 def _check_record(params: Params, name: str, record, variants: set[str], source: str) -> None:
