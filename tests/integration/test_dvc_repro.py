@@ -44,6 +44,7 @@ def make_repo(root: Path) -> tuple[Path, dict]:
     for name in ("dvc.yaml", ".gitignore"):
         shutil.copy(REPO / name, root / name)
     shutil.copytree(REPO / "templates", root / "templates")
+    shutil.copytree(REPO / "reproductions", root / "reproductions")  # the claims stage reads it
     shutil.copytree(
         REPO / "pipelines", root / "pipelines", ignore=shutil.ignore_patterns("__pycache__")
     )

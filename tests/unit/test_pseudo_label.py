@@ -13,6 +13,7 @@ from torch.utils.data import TensorDataset
 from ablab.config import ConfigError, load
 from ablab.data.datamodules import PairedBatches
 from ablab.families import family
+from ablab.families.base import Sums
 from ablab.families.pseudo_label import pseudo_label_weight
 from tests.conftest import TINY_PARAMS, write_random_processed
 
@@ -77,7 +78,7 @@ def test_a_training_step_adds_alpha_times_the_pseudo_label_loss(tmp_path):
     assert (len(x), len(xu)) == (8, 16)
 
     for alpha in (0.0, 1.5):  # before T1 and halfway to alpha_f
-        module._pseudo = [0, 0, 0]
+        module._pseudo = Sums()
         module.alpha = lambda a=alpha: a  # the schedule itself is tested above
         objective = module.training_step((x, y, xu, yu), 0)
         with torch.no_grad():
@@ -85,9 +86,9 @@ def test_a_training_step_adds_alpha_times_the_pseudo_label_loss(tmp_path):
         pseudo = unlabelled.argmax(1)
         expected = F.cross_entropy(logits, y) + alpha * F.cross_entropy(unlabelled, pseudo)
         assert objective.item() == pytest.approx(expected.item(), rel=1e-5)
-        correct, kept, seen = module._pseudo
-        assert (kept, seen) == (16, 16)  # threshold 0: every pseudo-label kept
-        assert correct == int((pseudo == yu).sum())
+        sums = module._pseudo.read()
+        assert (sums["kept"], sums["seen"]) == (16, 16)  # threshold 0: every one kept
+        assert sums["correct"] == int((pseudo == yu).sum())
     # the pseudo-label term carries gradient to the network (the targets themselves do not)
     objective.backward()
     assert module.net[-1].weight.grad.abs().sum() > 0
@@ -106,13 +107,13 @@ def test_a_confidence_threshold_keeps_only_confident_pseudo_labels(tmp_path):
         module.net[-1].bias.copy_(torch.arange(10.0) * 10)  # class 9 at softmax ~1 for all
         module.net[-1].bias[0] = 0.0
     module.training_step((x, y, xu, yu), 0)
-    correct, kept, seen = module._pseudo
-    assert (kept, seen) == (16, 16) and correct == int((yu == 9).sum())
+    sums = module._pseudo.read()
+    assert (sums["kept"], sums["seen"]) == (16, 16) and sums["correct"] == int((yu == 9).sum())
     with torch.no_grad():
         module.net[-1].bias.zero_()  # uniform: 0.1 < 0.99, nothing kept
-    module._pseudo = [0, 0, 0]
+    module._pseudo = Sums()
     module.training_step((x, y, xu, yu), 0)
-    assert module._pseudo == [0, 0, 16]
+    assert module._pseudo.read() == {"correct": 0, "kept": 0, "seen": 16}
     extras = module.epoch_extras()
     assert extras["pseudo_label_fraction"] == 0.0
 

@@ -79,7 +79,8 @@ def test_exact_and_character_accuracy_on_a_known_decoding():
     task = TranslationTask(Known())
     source = torch.ones(3, 4, dtype=torch.long)
     task._eval_step((source, torch.tensor([4, 4, 4]), target))
-    assert task._exact == 1  # row 1 only: its padded position does not count
-    assert task._count == 3
-    assert task._tokens == 8
-    assert task._chars == 2 + 2 + 2
+    sums = task._sums.read()
+    assert sums["exact"] == 1  # row 1 only: its padded position does not count
+    assert sums["count"] == 3
+    assert sums["tokens"] == 8
+    assert sums["chars"] == 2 + 2 + 2

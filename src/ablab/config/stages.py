@@ -18,8 +18,8 @@ def _dump(model) -> dict[str, Any]:
 
 def stage_inputs(params: Params) -> dict[str, dict[str, Any]]:
     """data/resolved/'s files (path under it -> content): train/<experiment>.json,
-    suite/<suite>.json, explain/<experiment>.json, pretrain.json, and tune.json and
-    tuned.json where the params have a tune section."""
+    suite/<suite>.json, explain/<experiment>.json, pretrain.json, claims.json, and tune.json
+    and tuned.json where the params have a tune section."""
     store = {"mlflow_experiment": params.mlflow_experiment}
     out: dict[str, dict[str, Any]] = {}
     for name in params.experiments:
@@ -36,6 +36,8 @@ def stage_inputs(params: Params) -> dict[str, dict[str, Any]]:
     explain = params.explain.model_dump(mode="json", exclude={"experiments"})
     for name in params.explain.experiments:
         out[f"explain/{name}.json"] = {**store, "explain": explain}
+    out["claims.json"] = {**store, "claims": {k: _dump(c) for k, c in params.claims.items()},
+                          "suites": {k: _dump(s) for k, s in params.suites.items()}}  # fmt: skip
     if params.tune is not None:
         tune = params.tune
         base = _dump(params.experiment(tune.experiment))
