@@ -19,8 +19,6 @@ import csv
 import io
 import json
 import math
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +27,7 @@ import numpy as np
 from ablab import records, stats
 from ablab.config import ENTRIES, Params
 from ablab.config.claims import Claim, Comparison
+from ablab.files import replaced_folder
 
 MIN_SEEDS = 3
 VERDICTS = ("confirmed", "contradicted", "inconclusive", "not run")
@@ -274,20 +273,9 @@ def detail(ruling: Ruling, run_names: dict[str, str] | None = None) -> str:
 
 def write(rulings: list[Ruling], out: Path) -> None:
     """results/claims/: claims.md and claims.csv, moved into place whole."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with replaced_folder(out) as staging:
         (staging / "claims.md").write_text(markdown(rulings))
         (staging / "claims.csv").write_text(csv_text(rulings))
-        for path in (staging, *staging.iterdir()):
-            path.chmod(0o755 if path.is_dir() else 0o644)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def tag_suites(rulings: list[Ruling], suites: Path) -> None:

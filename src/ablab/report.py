@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
-import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from ablab import figures, stats, tracking
 from ablab.config import ConfigError, Params, higher_is_better
+from ablab.files import replaced_folder
 
 # how the tables name metrics; any other is shown as its name less the "test_" prefix
 SHORT = {
@@ -363,11 +362,8 @@ def slug(text: str) -> str:
 def build(suite_dirs: list[Path], out: Path) -> dict[str, pd.DataFrame]:
     """results/report/: per suite <suite>.md, <suite>.csv and three plots/; README.md with every
     table; summary.csv (DVC plots). Written to a temp folder and moved into place whole."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tables: dict[str, pd.DataFrame] = {}
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with replaced_folder(out) as staging:
         index = ["# ablab report", ""]
         for folder in suite_dirs:
             report = json.loads((Path(folder) / "runs.json").read_text())
@@ -392,15 +388,6 @@ def build(suite_dirs: list[Path], out: Path) -> dict[str, pd.DataFrame]:
         (staging / "README.md").write_text("\n".join(index))
         summary = pd.concat(tables.values(), ignore_index=True) if tables else pd.DataFrame()
         summary.to_csv(staging / "summary.csv", index=False, float_format="%.6g")
-        for path in staging.rglob("*"):
-            path.chmod(0o755 if path.is_dir() else 0o644)
-        staging.chmod(0o755)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return tables
 
 

@@ -21,9 +21,8 @@ from ablab.config import load
 from ablab.suite import run_suite
 from ablab.train import run_experiment, train
 from tests.conftest import TINY_PARAMS, digits_project, store_runs
-from tests.unit.test_device_placement import Watched
-from tests.unit.test_experiments import prepare
-from tests.unit.test_families import EXTRA, TINY
+from tests.unit.test_device_placement import Watched, tiny_case
+from tests.unit.test_families import TINY
 
 pytestmark = [
     pytest.mark.gpu,
@@ -36,20 +35,9 @@ pytestmark = [
 
 @pytest.mark.parametrize("task", list(TINY))
 def test_every_family_trains_on_the_gpu(task, tmp_path):
-    dataset, model = TINY[task]
-    tree = {
-        "seed": 3, "mlflow_experiment": "cuda",
-        "train": {"max_epochs": 1, "threads": 1, "log_model": False, "accelerator": "gpu"},
-        "experiments": {"tiny": {"task": task, "model": model, "data": {"dataset": dataset},
-                                 **EXTRA.get(task, {})}},
-        "evaluator": {"datasets": [dataset] if task == "generate" else []},
-    }  # fmt: skip
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tree))
-    for needed in {dataset, *(["mnist"] if task == "adapt" else [])}:
-        prepare(tmp_path, needed)
+    exp = tiny_case(tmp_path, task, accelerator="gpu")
     watched = Watched()  # as on the CPU: no tensor off the device, nothing read back
-    exp = load(tmp_path / "params.yaml").experiment("tiny")
-    result = train(exp, tmp_path, "cuda", fast_dev_run=2, extra_callbacks=[watched])
+    result = train(exp, tmp_path, "placement", fast_dev_run=2, extra_callbacks=[watched])
     assert not watched.mode.found, "\n".join(sorted(set(watched.mode.found)))
     run = MlflowClient(tracking.tracking_uri(tmp_path)).get_run(result.run_id)
     assert run.data.tags["ablab.device"].startswith("cuda (")

@@ -97,22 +97,28 @@ class Watched(pl.Callback):
         setattr(owner, name, watched)
 
 
-@pytest.mark.parametrize("task", list(TINY))
-def test_steps_make_no_tensor_off_device_and_read_nothing_back(task, tmp_path):
+def tiny_case(root: Path, task: str, **train_extra):
+    """The family's tiny case (tests/unit/test_families.py) as a resolved experiment, its data
+    prepared under `root`."""
     dataset, model = TINY[task]
     tree = {
         "seed": 3, "mlflow_experiment": "placement",
-        "train": {"max_epochs": 1, "threads": 1, "log_model": False,
-                  "augment": {"shift": 1, "erasing": 0.5} if task == "classify" else {}},
+        "train": {"max_epochs": 1, "threads": 1, "log_model": False, **train_extra},
         "experiments": {"tiny": {"task": task, "model": model, "data": {"dataset": dataset},
                                  **EXTRA.get(task, {})}},
         "evaluator": {"datasets": [dataset] if task == "generate" else []},
     }  # fmt: skip
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tree))
+    (root / "params.yaml").write_text(yaml.safe_dump(tree))
     for needed in {dataset, *(["mnist"] if task == "adapt" else [])}:
-        prepare(tmp_path, needed)
+        prepare(root, needed)
+    return load(root / "params.yaml").experiment("tiny")
+
+
+@pytest.mark.parametrize("task", list(TINY))
+def test_steps_make_no_tensor_off_device_and_read_nothing_back(task, tmp_path):
+    augment = {"shift": 1, "erasing": 0.5} if task == "classify" else {}
+    exp = tiny_case(tmp_path, task, augment=augment)
     watched = Watched()
-    exp = load(tmp_path / "params.yaml").experiment("tiny")
     train(exp, tmp_path, "placement", fast_dev_run=2, extra_callbacks=[watched])
     assert not watched.mode.found, "\n".join(sorted(set(watched.mode.found)))
 

@@ -67,14 +67,8 @@ class Mapper(nn.Module):
         return (self.net(x * 2 - 1) + 1) / 2
 
 
-class Standardized(nn.Module):
+class Standardized(Normalized):
     """A forecaster: raw windows N x T -> the next value, in the data's units."""
-
-    def __init__(self, net: nn.Module, mean: float, std: float) -> None:
-        super().__init__()
-        self.net = net
-        self.register_buffer("mean", torch.tensor(float(mean)))
-        self.register_buffer("std", torch.tensor(float(std)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lengths = torch.full_like(x[:, 0], x.shape[1], dtype=torch.long)
