@@ -64,3 +64,23 @@ def test_erasing_blanks_one_rectangle_in_chosen_images():
 def test_nothing_enabled_is_the_identity():
     x = images()
     assert torch.equal(augment.augment(x), x)
+
+
+def test_brightness_and_contrast_scale_each_image_by_its_own_factor_within_pixel_range():
+    torch.manual_seed(0)
+    pixels = torch.rand(200, 1, 8, 8) * 0.5 + 0.25  # in [0.25, 0.75]: no clipping at 0.2
+    mean, std = 0.4, 0.3
+    x = (pixels - mean) / std
+    bright = augment.jitter(x, brightness=0.2, contrast=0.0, mean=mean, std=std) * std + mean
+    ratio = bright / pixels  # one factor per image, in [0.8, 1.2], not all alike
+    per_image = ratio.flatten(1)
+    assert torch.allclose(per_image, per_image[:, :1].expand_as(per_image), atol=1e-5)
+    assert per_image.min() >= 0.8 - 1e-5 and per_image.max() <= 1.2 + 1e-5
+    assert per_image[:, 0].std() > 0.05
+    contrasted = augment.jitter(x, 0.0, 0.5, mean, std) * std + mean
+    centre = pixels.mean((1, 2, 3), keepdim=True)
+    assert torch.allclose(contrasted.mean((1, 2, 3), keepdim=True), centre, atol=1e-5)
+    spread = (contrasted - centre).flatten(1).norm(dim=1) / (pixels - centre).flatten(1).norm(dim=1)
+    assert spread.min() >= 0.5 - 1e-4 and spread.max() <= 1.5 + 1e-4 and spread.std() > 0.1
+    strong = augment.jitter(x, 1.0, 1.0, mean, std) * std + mean
+    assert strong.min() >= -1e-6 and strong.max() <= 1 + 1e-6  # clipped to real pixels

@@ -249,7 +249,9 @@ def test_technique_checks_name_the_key(tmp_path):
 
 def test_a_technique_or_model_the_data_cannot_take_is_refused(tmp_path):
     path = write(tmp_path, TINY_PARAMS)
-    with pytest.raises(ConfigError, match="model.arch: mlp takes image data; tweets is text"):
+    with pytest.raises(
+        ConfigError, match="model.arch: mlp takes image or series data; tweets is text"
+    ):
         load(path, ["experiments.mlp.data.dataset=tweets"])
     rnn = "experiments.rnn={task: classify, model: {arch: rnn}, data: {dataset: tweets}}"
     with pytest.raises(ConfigError, match="augment and input_noise need images; tweets is text"):
@@ -302,6 +304,31 @@ AE = "experiments.ae={task: reconstruct, model: {arch: autoencoder, hidden: [8],
             "label_smoothing: only for task classify; this is reconstruct",
         ),
         ([AE, "experiments.ae.data.label_noise=0.2"], "data.label_noise: only for task classify"),
+        (
+            [
+                "experiments.rnn={task: classify, model: {arch: rnn}, data: {dataset: tweets}, "
+                "train: {ae_augment: {samples: 100}}}"
+            ],
+            "experiments.rnn: train.ae_augment: decoded images are added to an image "
+            "classifier's training set .* this is task classify, tweets \\(text\\), rnn",
+        ),
+        (
+            [
+                "experiments.mlp.data.dataset=fashion_mnist",
+                "experiments.mlp.train.imbalance=combined",
+            ],
+            "experiments.mlp: train.imbalance: combined evens out unequal classes, but "
+            "fashion_mnist's training classes are equal in number",
+        ),
+        (
+            ["experiments.mlp.data.target_outliers={fraction: 0.05, size: 5}"],
+            "experiments.mlp: data.target_outliers: corrupts a series' training targets, for "
+            "task regress; this is classify",
+        ),
+        (
+            ["experiments.mlp.train.augment.brightness=1.5"],
+            "experiments.mlp.train.augment.brightness: Input should be less than or equal to 1",
+        ),
         (["experiments.mlp.data.label_noise=1.0"], "label_noise: Input should be less than 1"),
         (
             ["suites={s: {experiment: mlp, smallest_effect: 0, variants: {a: {}}}}"],

@@ -6,7 +6,9 @@ from ablab.config import CNNParams, MLPParams
 from ablab.models import build, count_parameters
 
 
-@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "elu", "gelu", "tanh", "sigmoid"])
+@pytest.mark.parametrize(
+    "activation", ["relu", "leaky_relu", "elu", "gelu", "tanh", "sigmoid", "identity"]
+)
 @pytest.mark.parametrize("init", ["default", "xavier", "kaiming"])
 def test_mlp_shapes_for_every_activation_and_init(activation, init):
     params = MLPParams(
@@ -94,3 +96,23 @@ def test_a_channels_last_cnn_computes_what_the_nchw_one_does():
     fast.eval()
     plain.eval()
     assert torch.allclose(fast(x), plain(x), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [MLPParams(arch="mlp", depth=4, width=32, activation="identity"),
+     CNNParams(arch="cnn", channels=[4, 8], pool="avg", head=[16], activation="identity"),
+     MLPParams(arch="mlp", depth=4, width=32, activation="relu")],
+    ids=["mlp", "cnn", "relu_control"],
+)  # fmt: skip
+def test_an_identity_network_is_linear(params):
+    """f(a x + b y) - f(0) = a (f(x) - f(0)) + b (f(y) - f(0)); a ReLU net breaks it."""
+    torch.manual_seed(0)
+    net = build(params, (1, 28, 28), 10).eval()
+    x, y, zero = torch.randn(6, 1, 28, 28), torch.randn(6, 1, 28, 28), torch.zeros(1, 1, 28, 28)
+    with torch.no_grad():
+        f0 = net(zero)
+        left = net(2.0 * x - 0.5 * y) - f0
+        right = 2.0 * (net(x) - f0) - 0.5 * (net(y) - f0)
+    linear = torch.allclose(left, right, atol=1e-4 * right.abs().max().item())
+    assert linear == (params.activation == "identity")

@@ -130,3 +130,33 @@ def test_probe_reads_a_linearly_separable_code_and_not_noise():
     noise = rng.standard_normal((600, 3))
     assert probe_accuracy(informative[:400], y[:400], informative[400:], y[400:], 0) > 0.95
     assert probe_accuracy(noise[:400], y[:400], noise[400:], y[400:], 0) < 0.5
+
+
+def test_ae_augment_adds_decoder_outputs_class_by_class(digits_root):
+    """The added images are what the run's autoencoder decodes (its own reconstruction barely
+    moves them, unlike a real image's), each near its own class, in the pixel range."""
+    from ablab.data.datamodules import ImageDataModule
+    from ablab.families.reconstruct import add_decoded
+
+    data = ImageDataModule(digits_root / "data" / "processed" / "digits", 64, 3, subset=400)
+    data.setup()
+    x, y = data.tensors["train"].tensors
+    pl.seed_everything(0, verbose=False)
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    ae = add_decoded(Fit(trainer), data, samples=200, epochs=40, hidden=[64], code_size=16,
+                     spread=0.5, lr=3e-3).eval()  # fmt: skip
+    x2, y2 = data.tensors["train"].tensors
+    assert len(x2) == len(x) + 200 and torch.equal(x2[: len(x)], x)
+    assert y2[len(x) :].tolist() == [i % 10 for i in range(200)]
+    mean, std = data.meta["mean"], data.meta["std"]
+    real, made = (x * std + mean).clamp(0, 1), x2[len(x) :] * std + mean
+    assert made.min() >= -1e-5 and made.max() <= 1 + 1e-5
+    with torch.no_grad():
+        moved = {name: (ae(images)[0] - images).pow(2).mean().item()
+                 for name, images in (("real", real), ("made", made))}  # fmt: skip
+    assert moved["made"] < 0.5 * moved["real"], moved
+    centres = torch.stack([real[y == c].mean(0) for c in range(10)]).flatten(1)
+    nearest = torch.cdist(made.flatten(1), centres).argmin(1)
+    assert (nearest == y2[len(x) :]).float().mean() > 0.6  # decoded class by class
+    assert torch.cdist(made.flatten(1), real.flatten(1)).min() > 1e-3  # no copies
+    assert data.meta["decoded_size"] == 200

@@ -29,6 +29,18 @@ def test_resampling_equalises_class_counts():
     assert len(set(under)) == len(under)
 
 
+def test_combined_resampling_meets_at_the_median_class_count():
+    skewed = samplers.skew(IDX, LABELS, [1, 2], 0.2, seed=0)  # 100, 20, 20, 100: median 60
+    both = samplers.resample(skewed, LABELS, "combined", seed=0)
+    assert counts(both).tolist() == [60, 60, 60, 60]
+    for c, was in ((0, 100), (3, 100)):  # the large classes cut, without repeats
+        mine = both[LABELS[both] == c]
+        assert len(set(mine)) == len(mine) == 60 and was > 60
+    for c in (1, 2):  # the small classes keep every example and draw repeats of them
+        mine = both[LABELS[both] == c]
+        assert set(mine) == set(skewed[LABELS[skewed] == c])
+
+
 def test_folds_partition_the_pool_stratified():
     vals = [samplers.fold(IDX, LABELS, 5, i, seed=3)[1] for i in range(5)]
     assert sorted(np.concatenate(vals).tolist()) == IDX.tolist()
@@ -187,3 +199,29 @@ def test_data_subset_is_stratified_in_the_data_module(digits_root):
     assert torch.all((kept - 200 * counts / counts.sum()).abs() <= 1)  # each class within one
     rows = {r.numpy().tobytes() for r in full.tensors["train"].tensors[0].flatten(1)}
     assert all(r.numpy().tobytes() in rows for r in part.tensors["train"].tensors[0].flatten(1))
+
+
+def test_target_outliers_move_a_fraction_of_training_targets_only(tmp_path):
+    from ablab.config.data import TargetOutliers
+    from ablab.data.datamodules import SeriesDataModule
+    from ablab.data.preprocess import preprocess_series
+    from ablab.data.sources import fetch
+
+    fetch("sunspots", tmp_path / "raw")
+    preprocess_series("sunspots", tmp_path / "raw", tmp_path / "processed", 0.1, 0.2, 0, 20)
+    folder = tmp_path / "processed" / "sunspots"
+    clean = SeriesDataModule(folder, 32, seed=3)
+    dirty = SeriesDataModule(folder, 32, seed=3, outliers=TargetOutliers(fraction=0.1, size=5.0))
+    clean.setup()
+    dirty.setup()
+    for split in ("val", "test"):
+        for a, b in zip(clean.tensors[split].tensors, dirty.tensors[split].tensors, strict=True):
+            assert torch.equal(a, b)
+    windows, _, y = clean.tensors["train"].tensors
+    windows2, _, y2 = dirty.tensors["train"].tensors
+    assert torch.equal(windows, windows2)  # what the model reads stays clean
+    moved = (y2 - y).abs()
+    assert (moved > 1e-4).sum().item() == round(0.1 * len(y))
+    assert torch.allclose(moved[moved > 1e-4], torch.full_like(moved[moved > 1e-4], 5.0))
+    ups = ((y2 - y) > 1e-4).sum().item()
+    assert 0 < ups < round(0.1 * len(y))  # up and down, at random

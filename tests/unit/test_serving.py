@@ -280,13 +280,19 @@ def test_a_generator_from_plain_mlflow_draws_the_runs_own_samples(conditional, t
     assert np.abs(drawn.astype(int) - logged_grid.astype(int)).max() <= 1
 
 
-def test_a_forecaster_forecasts_in_the_datas_units(tmp_path, tiny_params_file):
+@pytest.mark.parametrize(
+    "model",
+    ["{arch: rnn, cell: gru, hidden_size: 8}", "{arch: mlp, depth: 1, width: 8}",
+     "{arch: conv1d, channels: [4], head: [8]}"],
+    ids=["gru", "mlp", "conv1d"],
+)  # fmt: skip
+def test_a_forecaster_forecasts_in_the_datas_units(tmp_path, tiny_params_file, model):
     from tests.unit.test_experiments import prepare
 
     prepare(tmp_path, "sunspots")
     params = load(tiny_params_file, [
-        "experiments.sun={task: regress, model: {arch: rnn, cell: gru, hidden_size: 8}, "
-        "data: {dataset: sunspots}}", "train.log_model=true",
+        f"experiments.sun={{task: regress, model: {model}, data: {{dataset: sunspots}}}}",
+        "train.log_model=true",
     ])  # fmt: skip
     summary = run_experiment(params, "sun", tmp_path)
     client = MlflowClient(tracking.tracking_uri(tmp_path))

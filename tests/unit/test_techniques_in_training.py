@@ -133,8 +133,9 @@ def _unchanged(batches: list[torch.Tensor], split: torch.Tensor) -> float:
 @pytest.mark.parametrize(
     ("overrides", "most_unchanged"),
     [([], 1.0), (["train.regularize.input_noise=0.3"], 0.0),
-     (["train.augment.shift=2", "train.augment.erasing=0.5"], 0.5)],
-    ids=["plain", "input_noise", "augment"],
+     (["train.augment.shift=2", "train.augment.erasing=0.5"], 0.5),
+     (["train.augment.brightness=0.4", "train.augment.contrast=0.4"], 0.05)],
+    ids=["plain", "input_noise", "augment", "brightness_contrast"],
 )  # fmt: skip
 def test_augmentation_and_input_noise_change_training_batches_only(
     tmp_path, digits_root, overrides, most_unchanged

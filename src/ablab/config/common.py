@@ -22,10 +22,13 @@ DATASETS: dict[str, tuple[str, int]] = {
 # needs the same one
 LABEL_SETS = {"digits": "digits", "mnist": "digits", "mnist_m": "digits",
               "fashion_mnist": "clothes", "tweets": "sentiment", "imdb": "sentiment"}  # fmt: skip
+# datasets whose training classes are equal in number (train.imbalance combined has nothing to
+# even out there unless data.skew makes them unequal)
+BALANCED = {"fashion_mnist", "imdb"}
 Dataset = Literal[
     "digits", "fashion_mnist", "mnist", "mnist_m", "tweets", "imdb", "sunspots", "dates"
 ]
-Activation = Literal["relu", "leaky_relu", "elu", "gelu", "tanh", "sigmoid"]
+Activation = Literal["relu", "leaky_relu", "elu", "gelu", "tanh", "sigmoid", "identity"]
 Init = Literal["default", "xavier", "kaiming"]
 Optimizer = Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
 Probability = Annotated[float, Field(ge=0.0, lt=1.0)]

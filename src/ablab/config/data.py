@@ -21,6 +21,15 @@ class Skew(Strict):
     keep: Annotated[float, Field(gt=0.0, le=1.0)]  # fraction of each listed class kept
 
 
+class TargetOutliers(Strict):
+    """Corrupt a few training targets of a series (to study a loss's sensitivity): `fraction`
+    of them, picked at random by seed, moved up or down (at random) by `size` times the
+    training series' std. Validation and test targets stay clean."""
+
+    fraction: Annotated[float, Field(gt=0.0, le=0.5)]
+    size: Annotated[float, Field(gt=0.0, le=100.0)]
+
+
 class TextParams(Strict):
     """How text datasets become token ids (the vocabulary comes from the training split)."""
 
@@ -51,6 +60,7 @@ class DataParams(Strict):
     # this fraction of the training labels replaced by another class, drawn at random (by
     # seed); validation and test labels stay clean
     label_noise: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    target_outliers: TargetOutliers | None = None  # series: a few training targets corrupted
     text: TextParams = TextParams()
     series: SeriesParams = SeriesParams()
     dates: DatesParams = DatesParams()
@@ -65,3 +75,4 @@ class ExperimentData(Strict):
     val_subset: Annotated[int, Field(ge=10)] | None = None
     skew: Skew | None = None
     label_noise: Annotated[float, Field(ge=0.0, lt=1.0)] | None = None
+    target_outliers: TargetOutliers | None = None

@@ -7,11 +7,20 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from ablab.config.common import DATASETS, LABEL_SETS, Dataset, NonNegative, Probability, Strict
+from ablab.config.common import (
+    BALANCED,
+    DATASETS,
+    LABEL_SETS,
+    Dataset,
+    NonNegative,
+    Probability,
+    Strict,
+)
 from ablab.config.data import ExperimentData
 from ablab.config.nets import (
     AutoencoderParams,
     CNNParams,
+    Conv1dParams,
     CycleGANParams,
     DCGANParams,
     GANParams,
@@ -24,7 +33,8 @@ from ablab.config.nets import (
 
 # which networks take which kind of input
 ARCH_INPUTS = {
-    "mlp": ("image",), "cnn": ("image",), "rnn": ("text", "series"), "tfidf": ("text",),
+    "mlp": ("image", "series"), "cnn": ("image",), "rnn": ("text", "series"),
+    "conv1d": ("series",), "tfidf": ("text",),
     "transformer": ("text",),
     "seq2seq": ("translation",), "autoencoder": ("image",), "gan": ("image",),
     "dcgan": ("image",), "cyclegan": ("image",),
@@ -120,7 +130,8 @@ class ClassifyEntry(EntryBase):
 
 class RegressEntry(EntryBase):
     task: Literal["regress"]
-    model: RNNParams
+    # a recurrent net reads the window step by step; mlp and conv1d see it whole
+    model: Annotated[RNNParams | MLPParams | Conv1dParams, Field(discriminator="arch")]
     inputs = ("series",)
     test_metrics = ("test_loss", "test_mae", "test_rmse")
     epoch_metrics = ("val_loss", "val_mae")
@@ -399,11 +410,20 @@ def check_techniques(exp) -> None:
             "train.regularize.input_noise would corrupt the autoencoder's target too: use "
             "model.corruption {kind: gaussian, level: ...} for a denoising autoencoder"
         )
-    if exp.train.gan_augment.samples and (exp.task != "classify" or kind != "image"
-                                          or exp.model.arch not in ("mlp", "cnn")):  # fmt: skip
+    for key, made in (("gan_augment", "generated"), ("ae_augment", "decoded")):
+        classifies_images = exp.task == "classify" and kind == "image"
+        if getattr(exp.train, key).samples and not (
+            classifies_images and exp.model.arch in ("mlp", "cnn")
+        ):
+            raise ValueError(
+                f"train.{key}: {made} images are added to an image classifier's training set "
+                f"(task classify, image data, arch mlp or cnn); this is task {exp.task}, "
+                f"{exp.dataset} ({kind}), {exp.model.arch}"
+            )
+    if exp.train.imbalance == "combined" and exp.skew is None and exp.dataset in BALANCED:
         raise ValueError(
-            "train.gan_augment: generated images are added to an image classifier's training "
-            f"set (task classify, arch mlp or cnn); this is task {exp.task}, {exp.model.arch}"
+            f"train.imbalance: combined evens out unequal classes, but {exp.dataset}'s training "
+            "classes are equal in number; make them unequal with data.skew, or use none"
         )
     if exp.task == "generate":
         used = [f"train.regularize.{k}" for k, v in reg.model_dump().items()
@@ -418,6 +438,11 @@ def check_techniques(exp) -> None:
         raise ValueError(
             "train.regularize.dropconnect needs a hidden linear layer; this model has none "
             "(mlp depth 0, a cnn with an empty head, or a tied autoencoder)"
+        )
+    if exp.target_outliers is not None and exp.task != "regress":
+        raise ValueError(
+            f"data.target_outliers: corrupts a series' training targets, for task regress; "
+            f"this is {exp.task}"
         )
     if exp.task != "classify":
         classy = {

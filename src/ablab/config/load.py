@@ -11,7 +11,7 @@ from pydantic import Field, PrivateAttr, TypeAdapter, ValidationError
 
 from ablab.config.claims import Claim, ClaimId
 from ablab.config.common import DATASETS, ConfigError, Strict, describe, invalid
-from ablab.config.data import DataParams, Skew
+from ablab.config.data import DataParams, Skew, TargetOutliers
 from ablab.config.diagnose import DiagnoseParams
 from ablab.config.evaluator import EvaluatorParams
 from ablab.config.explain import ExplainParams
@@ -28,6 +28,7 @@ from ablab.config.families import (
 from ablab.config.nets import (
     AutoencoderParams,
     CNNParams,
+    Conv1dParams,
     CycleGANParams,
     DCGANParams,
     GANParams,
@@ -45,6 +46,7 @@ ModelParams = Annotated[
     MLPParams
     | CNNParams
     | RNNParams
+    | Conv1dParams
     | TfidfParams
     | TransformerParams
     | Seq2SeqParams
@@ -68,6 +70,7 @@ class Experiment(Strict):
     val_subset: int | None = None
     skew: Skew | None = None
     label_noise: float = 0.0
+    target_outliers: TargetOutliers | None = None
     model: ModelParams
     train: TrainParams
     pseudo_label: PseudoLabelParams | None = None  # task pseudo_label's section
@@ -115,6 +118,7 @@ class Params(Strict):
             val_subset=_first(entry.data.val_subset, self.data.val_subset),
             skew=_first(entry.data.skew, self.data.skew),
             label_noise=_first(entry.data.label_noise, self.data.label_noise),
+            target_outliers=_first(entry.data.target_outliers, self.data.target_outliers),
             model=entry.model,
             train=train,
             pseudo_label=getattr(entry, "pseudo_label", None),

@@ -69,6 +69,18 @@ class RNNParams(Strict):
         return self
 
 
+class Conv1dParams(Strict):
+    """A forecaster over a fixed window of past values: [Conv1d (same padding) -> activation]
+    per channel count, flattened -> dense head -> the next value."""
+
+    arch: Literal["conv1d"]
+    channels: Annotated[list[Annotated[int, Field(ge=1, le=4096)]], Field(min_length=1)] = [16]
+    kernel_size: Annotated[int, Field(ge=1, le=31)] = 3
+    activation: Activation = "relu"
+    head: Widths = [32]
+    dropout: Probability = 0.0  # before the head's layers
+
+
 class TransformerParams(Strict):
     """A Transformer encoder (BERT's shape, small): token + learned position embeddings, a
     [CLS] vector in front, `layers` pre-norm encoder layers, [CLS] or mean pooling -> head."""

@@ -56,10 +56,17 @@ class Augment(Strict):
     hflip: bool = False  # mirror left-right with probability 0.5
     rotation: Annotated[float, Field(ge=0.0, le=180.0)] = 0.0  # up to +/- this many degrees
     erasing: Probability = 0.0  # probability of blanking a random rectangle
+    # pixels times a factor drawn from [1 - brightness, 1 + brightness] (torchvision's
+    # ColorJitter), then clipped to [0, 1]
+    brightness: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    # each image's pixels pushed from (or pulled to) its own mean by a factor from
+    # [1 - contrast, 1 + contrast], then clipped to [0, 1]
+    contrast: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
 
     @property
     def enabled(self) -> bool:
-        return bool(self.shift or self.hflip or self.rotation or self.erasing)
+        return bool(self.shift or self.hflip or self.rotation or self.erasing
+                    or self.brightness or self.contrast)  # fmt: skip
 
 
 class GanAugment(Strict):
@@ -77,6 +84,20 @@ class GanAugment(Strict):
     lr: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-3
 
 
+class AeAugment(Strict):
+    """Decoded training images: a denoising dense autoencoder (Gaussian corruption 0.3, MSE,
+    Adam) trained on the run's own training images alone; then, the classes in turn, codes of
+    a class's images moved by Gaussian noise (`spread` times that class's code spread per
+    dimension) and decoded: `samples` images added to the training set. 0 samples: off."""
+
+    samples: Annotated[int, Field(ge=0, le=1_000_000)] = 0
+    epochs: Annotated[int, Field(ge=1, le=10000)] = 30  # the autoencoder's
+    hidden: Annotated[list[Annotated[int, Field(ge=1, le=65536)]], Field(min_length=1)] = [256]
+    code_size: Annotated[int, Field(ge=1, le=4096)] = 32
+    spread: Annotated[float, Field(gt=0.0, le=10.0)] = 0.5
+    lr: Annotated[float, Field(gt=0.0, le=1.0)] = 1e-3
+
+
 class TrainParams(Strict):
     max_epochs: Annotated[int, Field(ge=1, le=1000)] = 10
     batch_size: Annotated[int, Field(ge=1, le=65536)] = 128
@@ -89,9 +110,11 @@ class TrainParams(Strict):
     regularize: Regularize = Regularize()
     augment: Augment = Augment()
     gan_augment: GanAugment = GanAugment()
+    ae_augment: AeAugment = AeAugment()
     # how training treats unequal classes: reweight the loss, the sampler, or resample the set
+    # (combined: the largest classes undersampled and the smallest oversampled to the median)
     imbalance: Literal[
-        "none", "weighted_loss", "weighted_sampling", "oversample", "undersample"
+        "none", "weighted_loss", "weighted_sampling", "oversample", "undersample", "combined"
     ] = "none"
     regression_loss: Literal["mse", "mae"] = "mse"  # series forecasting
     # token sequences: training batches of similar length, drawn from pools of this many

@@ -1,5 +1,6 @@
-"""Batch image augmentation: every example draws its own shift, flip, rotation and erasing, all
-in a few tensor operations per batch (torchvision's v2 transforms draw once per batch)."""
+"""Batch image augmentation: every example draws its own shift, flip, rotation, erasing,
+brightness and contrast, all in a few tensor operations per batch (torchvision's v2 transforms
+draw once per batch)."""
 
 from __future__ import annotations
 
@@ -55,12 +56,36 @@ def erase(x: torch.Tensor, probability: float, value: float = 0.0) -> torch.Tens
     return x.masked_fill((inside & chosen).unsqueeze(1), value)
 
 
+def jitter(
+    x: torch.Tensor, brightness: float, contrast: float, mean: float = 0.0, std: float = 1.0
+) -> torch.Tensor:
+    """ColorJitter's brightness and contrast, a factor per image: pixels (x * std + mean, in
+    [0, 1]) times a factor from [1 - brightness, 1 + brightness]; then moved from the image's
+    own mean by a factor from [1 - contrast, 1 + contrast]; clipped to [0, 1] after each, and
+    normalised back."""
+    n = len(x)
+    shape = (n,) + (1,) * (x.dim() - 1)
+    pixels = x * std + mean
+    if brightness:
+        factor = torch.empty(shape, device=x.device).uniform_(1 - brightness, 1 + brightness)
+        pixels = (pixels * factor).clamp_(0.0, 1.0)
+    if contrast:
+        factor = torch.empty(shape, device=x.device).uniform_(1 - contrast, 1 + contrast)
+        centre = pixels.mean(dim=tuple(range(1, x.dim())), keepdim=True)
+        pixels = (centre + (pixels - centre) * factor).clamp_(0.0, 1.0)
+    return (pixels - mean) / std
+
+
 def augment(
     x: torch.Tensor, shift: int = 0, hflip: bool = False, rotation: float = 0.0,
-    erasing: float = 0.0, fill: float = 0.0,
+    erasing: float = 0.0, fill: float = 0.0, brightness: float = 0.0, contrast: float = 0.0,
+    mean: float = 0.0, std: float = 1.0,
 ) -> torch.Tensor:  # fmt: skip
-    """Every enabled transformation, in the order shift/flip/rotate then erase; erased pixels
+    """Every enabled transformation, in the order brightness/contrast (on pixels: the data's
+    `mean` and `std` undo the normalisation), shift/flip/rotate, then erase; erased pixels
     become 0, the mean of normalised data (torchvision's default)."""
+    if brightness or contrast:
+        x = jitter(x, brightness, contrast, mean, std)
     if shift or hflip or rotation:
         x = affine(x, shift, hflip, rotation, fill)
     if erasing:

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from ablab.config import Augment, ConfigError, Experiment, Skew
+from ablab.config.data import TargetOutliers
 from ablab.data import samplers
 from ablab.data.augment import augment
 from ablab.data.preprocess import load_arrays
@@ -196,7 +197,7 @@ class ArrayDataModule(pl.LightningDataModule):
             val = samplers.stratified_subset(val, labels, self.val_subset, self.seed)
         if self.skew is not None:
             train = samplers.skew(train, labels, self.skew.classes, self.skew.keep, self.seed)
-        if self.imbalance in ("oversample", "undersample"):
+        if self.imbalance in samplers.RESAMPLING:
             train = samplers.resample(train, labels, self.imbalance, self.seed)
         return {"train": train, "val": val, "test": splits["test"]}
 
@@ -281,9 +282,12 @@ class ImageDataModule(ArrayDataModule):
     def _perturb(self, x: torch.Tensor) -> torch.Tensor:
         """A training batch's images augmented and noised, as the params say."""
         if self.augment is not None:
-            background = -self.meta["mean"] / self.meta["std"]  # a 0 pixel, normalised
+            mean, std = self.meta["mean"], self.meta["std"]
             a = self.augment
-            x = augment(x, a.shift, a.hflip, a.rotation, a.erasing, fill=background)
+            x = augment(
+                x, a.shift, a.hflip, a.rotation, a.erasing, fill=-mean / std,
+                brightness=a.brightness, contrast=a.contrast, mean=mean, std=std,
+            )  # fmt: skip
         if self.input_noise:
             x = x + torch.randn_like(x) * self.input_noise
         return x
@@ -597,7 +601,18 @@ class TextDataModule(ArrayDataModule):
 
 class SeriesDataModule(ArrayDataModule):
     """Windows of a series -> the next value, both standardised with the training windows'
-    mean and std; batches are (windows N x T x 1, lengths, targets)."""
+    mean and std; batches are (windows N x T x 1, lengths, targets). `outliers` corrupts a
+    fraction of the training targets (`samplers.outlying_targets`); windows, validation and
+    test stay clean."""
+
+    def __init__(self, *args, outliers: TargetOutliers | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.outliers = outliers
+
+    @classmethod
+    def from_experiment(cls, exp: Experiment, processed_dir: Path, fold=None, **extra):
+        return super().from_experiment(exp, processed_dir, fold,
+                                       outliers=exp.target_outliers, **extra)  # fmt: skip
 
     def setup(self, stage: str | None = None) -> None:
         if self.tensors:
@@ -615,7 +630,11 @@ class SeriesDataModule(ArrayDataModule):
         for split in ("train", "val", "test"):
             idx = splits[split]
             x = torch.from_numpy((arrays["windows"][idx] - mean) / std).float().unsqueeze(-1)
-            y = torch.from_numpy((targets[idx] - mean) / std).float()
+            y = (targets[idx] - mean) / std
+            if split == "train" and self.outliers is not None:
+                o = self.outliers
+                y = samplers.outlying_targets(y, o.fraction, o.size, self.seed)
+            y = torch.from_numpy(y).float()
             lengths = torch.full((len(idx),), x.shape[1], dtype=torch.long)
             self.tensors[split] = TensorDataset(x, lengths, y)
 

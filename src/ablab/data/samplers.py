@@ -40,6 +40,16 @@ def noisy_labels(labels: np.ndarray, fraction: float, num_classes: int, seed: in
     return out
 
 
+def outlying_targets(targets: np.ndarray, fraction: float, size: float, seed: int) -> np.ndarray:
+    """A copy of (standardised) regression `targets` with round(fraction * n) of them, picked
+    at random, moved up or down (at random) by `size`."""
+    rng = np.random.default_rng(seed)
+    out = targets.copy()
+    picked = rng.choice(len(targets), size=round(fraction * len(targets)), replace=False)
+    out[picked] += rng.choice([-size, size], size=len(picked))
+    return out
+
+
 def fold(
     idx: np.ndarray, labels: np.ndarray, folds: int, index: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -49,20 +59,26 @@ def fold(
     return idx[train], idx[val]
 
 
+RESAMPLING = ("oversample", "undersample", "combined")
+
+
 def resample(idx: np.ndarray, labels: np.ndarray, method: str, seed: int) -> np.ndarray:
-    """Random oversampling (every class drawn up to the largest class's count, with
-    replacement) or undersampling (every class cut to the smallest count, without)."""
+    """Every class brought to one count: the largest class's by random oversampling (drawn
+    with replacement), the smallest's by undersampling (without), or (combined) the median
+    class count, the larger classes undersampled and the smaller oversampled."""
     rng = np.random.default_rng(seed)
     groups = [idx[labels[idx] == c] for c in np.unique(labels[idx])]
     sizes = [len(g) for g in groups]
-    if method == "oversample":
-        target = max(sizes)
-        parts = [np.concatenate([g, rng.choice(g, target - len(g), replace=True)]) for g in groups]
-    elif method == "undersample":
-        target = min(sizes)
-        parts = [rng.choice(g, target, replace=False) for g in groups]
-    else:
-        raise ValueError(f"unknown resampling method {method!r}")
+    targets = {"oversample": max(sizes), "undersample": min(sizes),
+               "combined": int(np.median(sizes))}  # fmt: skip
+    if method not in targets:
+        raise ValueError(f"unknown resampling method {method!r}; known: {', '.join(targets)}")
+    target = targets[method]
+    parts = [
+        rng.choice(g, target, replace=False) if len(g) >= target
+        else np.concatenate([g, rng.choice(g, target - len(g), replace=True)])
+        for g in groups
+    ]  # fmt: skip
     return np.sort(np.concatenate(parts))
 
 

@@ -78,6 +78,7 @@ class ClassificationTask(Task):
         max_norm: float | None = None,
         class_weights: torch.Tensor | None = None,
         gan_augment: dict | None = None,  # Classify.run adds a GAN's images before fitting
+        ae_augment: dict | None = None,  # Classify.run adds decoded images before fitting
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "class_weights"])
@@ -238,6 +239,7 @@ class Classify(Family):
             label_smoothing=reg.label_smoothing, l1=reg.l1, l2=reg.l2,
             disturb_label=reg.disturb_label, max_norm=reg.max_norm, class_weights=weights,
             gan_augment=hp.gan_augment.model_dump() if hp.gan_augment.samples else None,
+            ae_augment=hp.ae_augment.model_dump() if hp.ae_augment.samples else None,
         )  # fmt: skip
         if exp.mlm is not None:
             task.pretrain, task.pretrain_key = pretraining(exp), pretraining_key(exp)
@@ -251,6 +253,10 @@ class Classify(Family):
             from ablab.families.generate import add_generated
 
             add_generated(fit, data, **module.hparams.gan_augment)
+        if module.hparams.ae_augment:
+            from ablab.families.reconstruct import add_decoded
+
+            add_decoded(fit, data, **module.hparams.ae_augment)
         if module.pretrain is not None and module.pretrain.task == "masked_lm":
             state = pretrained_encoder(fit, module, data)
             module.net.load_state_dict(state, strict=False)  # the head stays new

@@ -30,12 +30,14 @@ from ablab.families.base import (
 )
 from ablab.figures import Figure, plt
 from ablab.models import build
+from ablab.models.autoencoder import build_dense_autoencoder
 
 ACTIVE_THRESHOLD = 0.1  # a code unit counts as active for an example when |value| exceeds this
 # the corruption every run is also scored on, whatever it trained with (the Keras denoising
 # example's), so that the suite compares denoisers and plain autoencoders on one task
 NOISY_TEST = ("gaussian", 0.4)
 EVAL_BATCH = 512
+DECODED_SEED_OFFSET = 2  # the draws of decoded training images: apart from the run's own
 
 
 def corrupt(x: torch.Tensor, kind: str, level: float, generator=None) -> torch.Tensor:
@@ -326,3 +328,43 @@ def codes_figure(codes: np.ndarray, labels: np.ndarray, classes, title: str) -> 
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def add_decoded(fit: Fit, data: ImageDataModule, samples: int, epochs: int, hidden: list[int],
+                code_size: int, spread: float, lr: float) -> nn.Module:  # fmt: skip
+    """Autoencoder as data augmentation (`train.ae_augment`): a denoising dense autoencoder
+    trained on the data module's training images alone (in [0, 1]); then, the classes in turn,
+    codes of the class's own images (one picked at random per sample) moved by Gaussian noise
+    of `spread` times the class's code spread per dimension, and decoded: `samples` images
+    appended to the training set (normalised like it), labelled with their class. Returns the
+    autoencoder."""
+    x, y = data.tensors["train"].tensors
+    mean, std = data.meta["mean"], data.meta["std"]
+    images = (x * std + mean).clamp(0, 1)
+    seed, k = data.seed, len(data.classes)
+    missing = sorted(set(range(k)) - set(y.unique().tolist()))
+    if missing:
+        raise ValueError(f"train.ae_augment: no training image of class {missing} to decode "
+                         "codes from; use a larger data.subset")  # fmt: skip
+    net = build_dense_autoencoder(tuple(x.shape[1:]), hidden, code_size)
+    task = AutoencoderTask(net, {"kind": "gaussian", "level": 0.3}, lr=lr, max_epochs=epochs,
+                           schedule={"name": "none"})  # fmt: skip
+    dataset = TensorDataset(images, y)
+    loader = Batches(dataset, 64, shuffled(len(dataset), 64, torch.Generator().manual_seed(seed)))
+    fit.plain_fit(task, loader, epochs)
+    net = net.cpu()
+    codes = _batches(net.encoder, images)
+    draws = torch.Generator().manual_seed(seed + DECODED_SEED_OFFSET)
+    labels = torch.arange(samples) % k
+    moved = torch.empty(samples, code_size)
+    for c in range(k):
+        mine, wanted = codes[y == c], (labels == c).nonzero().squeeze(1)
+        picked = mine[torch.randint(len(mine), (len(wanted),), generator=draws)]
+        noise = torch.randn(len(wanted), code_size, generator=draws)
+        moved[wanted] = picked + noise * mine.std(0, correction=0) * spread
+    with torch.no_grad():
+        made = torch.sigmoid(net.decode_logits(moved))
+    data.tensors["train"] = TensorDataset(torch.cat([x, (made - mean) / std]),
+                                          torch.cat([y, labels]))  # fmt: skip
+    data.meta["decoded_size"] = samples
+    return net

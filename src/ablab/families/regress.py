@@ -26,6 +26,7 @@ from ablab.families.base import (
 )
 from ablab.figures import Figure, plt
 from ablab.models import build
+from ablab.models.window import Windowed
 
 
 class RegressionTask(Task):
@@ -106,6 +107,8 @@ class Regress(Family):
             net = build(exp.model, data.input_shape, 1)  # one output: the next value
         except ValueError as exc:
             raise build_error(exp, exc) from None
+        if exp.model.arch != "rnn":  # sees the window whole: the batch's lengths are unread
+            net = Windowed(net)
         network_regularizers(net, exp)
         reg = exp.train.regularize
         return RegressionTask(

@@ -12,6 +12,7 @@ from ablab.models.mlp import build_mlp
 from ablab.models.rnn import build_rnn
 from ablab.models.seq2seq import Seq2Seq
 from ablab.models.transformer import build_transformer
+from ablab.models.window import build_conv1d
 
 
 def build(
@@ -39,6 +40,8 @@ def build(
         return build_mlp(input_shape, num_outputs, **options)
     if params.arch == "rnn":
         return build_rnn(vocab_size, num_outputs, **options)
+    if params.arch == "conv1d":
+        return build_conv1d(input_shape, num_outputs, **options)
     if params.arch == "transformer":
         return build_transformer(vocab_size, num_outputs, input_shape[0], **options)
     return build_cnn(input_shape, num_outputs, **options)

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from torch import nn
 
+
+class IdentityActivation(nn.Identity):
+    """No nonlinearity (`identity`): a network of these is linear. Its own class, so that what
+    looks for activations (hidden noise) finds it and not every nn.Identity."""
+
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "leaky_relu": nn.LeakyReLU,
@@ -11,6 +17,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "gelu": nn.GELU,
     "tanh": nn.Tanh,
     "sigmoid": nn.Sigmoid,
+    "identity": IdentityActivation,
 }
 
 
