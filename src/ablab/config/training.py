@@ -112,7 +112,7 @@ class TrainParams(Strict):
     gan_augment: GanAugment = GanAugment()
     ae_augment: AeAugment = AeAugment()
     # how training treats unequal classes: reweight the loss, the sampler, or resample the set
-    # (combined: the largest classes undersampled and the smallest oversampled to the median)
+    # (combined: the largest classes undersampled and the smallest oversampled to the mean)
     imbalance: Literal[
         "none", "weighted_loss", "weighted_sampling", "oversample", "undersample", "combined"
     ] = "none"

@@ -64,13 +64,15 @@ RESAMPLING = ("oversample", "undersample", "combined")
 
 def resample(idx: np.ndarray, labels: np.ndarray, method: str, seed: int) -> np.ndarray:
     """Every class brought to one count: the largest class's by random oversampling (drawn
-    with replacement), the smallest's by undersampling (without), or (combined) the median
-    class count, the larger classes undersampled and the smaller oversampled."""
+    with replacement), the smallest's by undersampling (without), or (combined) the mean
+    class count, the larger classes undersampled and the smaller oversampled. The mean, not the
+    median: where most classes are large (the imbalance suite cuts 4 of 10), the median is the
+    largest count and "combined" would be plain oversampling."""
     rng = np.random.default_rng(seed)
     groups = [idx[labels[idx] == c] for c in np.unique(labels[idx])]
     sizes = [len(g) for g in groups]
     targets = {"oversample": max(sizes), "undersample": min(sizes),
-               "combined": int(np.median(sizes))}  # fmt: skip
+               "combined": round(float(np.mean(sizes)))}  # fmt: skip
     if method not in targets:
         raise ValueError(f"unknown resampling method {method!r}; known: {', '.join(targets)}")
     target = targets[method]
