@@ -153,7 +153,7 @@ def test_dvc_repro_trains_every_experiment_and_suite_then_is_up_to_date(reproduc
     assert "Data and pipelines are up to date" in again
     assert len(client.search_runs([experiment.experiment_id])) == len(runs)
 
-    sh(["git", "add", "-A"], root, env)
+    sh(["git", "add", "-A"], root, env)  # as the README says: the lock and what DVC leaves to git
     sh(["git", "commit", "-qm", "reproduced"], root, env)
     baseline = sh(["git", "rev-parse", "HEAD"], root, env).strip()
     experiments_do_not_pile_up(root, env, client, experiment.experiment_id, baseline)
@@ -168,12 +168,15 @@ def readme_lines(start: str) -> list[str]:
 
 
 def experiments_do_not_pile_up(root, env, client, experiment_id, baseline) -> None:
-    """The README's `dvc exp run --temp -S` lines, run in a row: each experiment holds its own
-    change only; its run is named and tagged after it; the README's table of experiments has
-    at most 40 columns."""
+    """The README's `dvc exp run --temp -S` lines, run in a row after committing the lock:
+    each experiment holds its own change only and retrains only what it reaches (cnn; with
+    the lock uncommitted DVC would run every stage again); its run is named and tagged after
+    it; the README's table of experiments has at most 40 columns."""
+    assert readme_lines("git add -A") == ['git add -A && git commit -m "dvc repro"']
     first, second = readme_lines("dvc exp run --temp")[:2]
     for line in (first, second):
-        sh(shlex.split(line), root, env)
+        ran = set(re.findall(r"Running stage '([^']+)'", sh(shlex.split(line), root, env)))
+        assert "train@cnn" in ran and ran <= {"resolve", "train@cnn", "explain@cnn"}, ran
     shown = json.loads(sh(["dvc", "exp", "show", "--json"], root, env))
     params = {}
     for row in shown:
