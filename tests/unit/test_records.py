@@ -20,7 +20,11 @@ PARAMS = load(REPO / "params.yaml")
 COMMITTED = sorted((REPO / records.FOLDER).glob("*.json"))
 
 
-@pytest.mark.parametrize("path", COMMITTED, ids=[p.stem for p in COMMITTED])
+NO_RECORD = pytest.param(None, marks=pytest.mark.skip(reason="no record in reproductions/ yet: "
+                         "`ablab suite NAME --full --record` writes one"), id="none")  # fmt: skip
+
+
+@pytest.mark.parametrize("path", COMMITTED or [NO_RECORD], ids=[p.stem for p in COMMITTED] or None)
 def test_every_committed_record_recomputes_and_matches_its_recipe(path):
     assert records.problems(path, PARAMS) == []
     record = json.loads(path.read_text())
