@@ -53,6 +53,17 @@ TINY_PARAMS = {
     "explain": {"experiments": []},  # dvc.yaml's explain@ stages read the list
 }
 
+# `pytest -n N`: the N workers share the machine's cores, so each process's torch gets its share
+# (two workers each running two threads on two cores ran some tests 7x slower than alone); the
+# repo's params say train.threads 2, so the tests that train from them override it to this
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = max(1, (os.cpu_count() or 1) // WORKERS)
+os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))  # subprocesses
+if WORKERS > 1:
+    import torch
+
+    torch.set_num_threads(THREADS)
+
 
 # a real headless browser for the UI and plots tests: Debian's chromium (`make test` installs it)
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -24,7 +24,7 @@ from ablab.suite import run_suite
 from ablab.train import run_experiment
 from ablab.tune import run_tune
 from ablab.tuned import train_tuned
-from tests.conftest import REPO, free_port, write_random_processed, write_random_text
+from tests.conftest import REPO, THREADS, free_port, write_random_processed, write_random_text
 from tests.unit.test_readme_cli import readme_commands
 
 pytestmark = pytest.mark.integration
@@ -55,7 +55,9 @@ def default_run(tmp_path_factory) -> Path:
     cnn and cnn_gap experiments, a regularization unit, the sequence_models transformer (its
     model logged), and the tuned champion."""
     root = tmp_path_factory.mktemp("default-run")
-    (root / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    text = (REPO / "params.yaml").read_text()
+    assert "\n  threads: 2\n" in text  # the README's commands train with the workers' share
+    (root / "params.yaml").write_text(text.replace("\n  threads: 2\n", f"\n  threads: {THREADS}\n"))
     processed = root / "data" / "processed"
     write_random_processed(processed, "fashion_mnist", per_split=60)
     for dataset in ("mnist", "mnist_m"):  # transfer keeps 100 target labels

@@ -8,7 +8,7 @@ import pytest
 from ablab.config import DATASETS, ENTRIES, load
 from ablab.suite import run_suite
 from ablab.train import run_experiment
-from tests.conftest import REPO, write_random_processed, write_random_text
+from tests.conftest import REPO, THREADS, write_random_processed, write_random_text
 
 PARAMS = load(REPO / "params.yaml")
 # tiny data has 60 training examples: fewer labels than the default run's
@@ -49,7 +49,9 @@ def datasets(exp) -> set[str]:
 
 @pytest.mark.parametrize("name", list(PARAMS.experiments))
 def test_experiment_runs_a_batch(name, tmp_path):
-    params = load(REPO / "params.yaml", ["train.log_model=false", *SMALL])
+    params = load(
+        REPO / "params.yaml", ["train.log_model=false", f"train.threads={THREADS}", *SMALL]
+    )
     exp = params.experiment(name)
     for dataset in datasets(exp):
         prepare(tmp_path, dataset)
@@ -63,7 +65,9 @@ def test_experiment_runs_a_batch(name, tmp_path):
 @pytest.mark.parametrize("name", list(PARAMS.suites))
 def test_suite_runs_a_batch_of_every_variant(name, tmp_path):
     seed = PARAMS.suites[name].seeds[0]
-    params = load(REPO / "params.yaml", [f"suites.{name}.seeds=[{seed}]", *SMALL])
+    params = load(
+        REPO / "params.yaml", [f"suites.{name}.seeds=[{seed}]", f"train.threads={THREADS}", *SMALL]
+    )
     runs = params.suite_runs(name)
     for dataset in {d for run in runs for d in datasets(run.experiment)}:
         prepare(tmp_path, dataset)
