@@ -168,10 +168,11 @@ def readme_lines(start: str) -> list[str]:
 
 
 def experiments_do_not_pile_up(root, env, client, experiment_id, baseline) -> None:
-    """The README's `dvc exp run --temp -S` lines, run in a row after committing the lock:
-    each experiment holds its own change only and retrains only what it reaches (cnn; with
-    the lock uncommitted DVC would run every stage again); its run is named and tagged after
-    it; the README's table of experiments has at most 40 columns."""
+    """The README's `dvc exp run --temp -S` lines, run in a row after committing the run (the
+    lock and the outputs DVC leaves to git): each experiment holds its own change only and
+    retrains only what it reaches (cnn; with the lock alone committed DVC ran every stage
+    again); its run is named and tagged after it; the README's table of experiments has at
+    most 40 columns."""
     assert readme_lines("git add -A") == ['git add -A && git commit -m "dvc repro"']
     first, second = readme_lines("dvc exp run --temp")[:2]
     for line in (first, second):
