@@ -279,6 +279,20 @@ class ImageDataModule(ArrayDataModule):
         x, y = batch
         return self._perturb(x), y
 
+    def training_pixels(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training images as pixels in [0, 1] (the normalisation undone), and their labels:
+        what a generative model trained on them for data augmentation reads."""
+        x, y = self.tensors["train"].tensors
+        return (x * self.meta["std"] + self.meta["mean"]).clamp(0, 1), y
+
+    def add_training(self, pixels: torch.Tensor, labels: torch.Tensor, key: str) -> None:
+        """Made images (pixels in [0, 1]) appended to the training set, normalised like it;
+        `meta[key]` says how many."""
+        x, y = self.tensors["train"].tensors
+        made = (pixels - self.meta["mean"]) / self.meta["std"]
+        self.tensors["train"] = TensorDataset(torch.cat([x, made]), torch.cat([y, labels]))
+        self.meta[key] = len(pixels)
+
     def _perturb(self, x: torch.Tensor) -> torch.Tensor:
         """A training batch's images augmented and noised, as the params say."""
         if self.augment is not None:

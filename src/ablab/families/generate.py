@@ -547,11 +547,10 @@ def add_generated(fit: Fit, data: ImageDataModule, samples: int, epochs: int,
     projection discriminator; Adam, beta1 0.5, batch 64) trained on the data module's training
     images alone, then `samples` of its images, the classes in turn, appended to the training
     set (normalised like it)."""
-    x, y = data.tensors["train"].tensors
-    mean, std = data.meta["mean"], data.meta["std"]
-    images = (x * std + mean).clamp(0, 1)
+    images, y = data.training_pixels()
     k, seed = len(data.classes), data.seed
-    generator, discriminator = build_mlp_gan(tuple(x.shape[1:]), hidden, 64, k, batch_norm=True)
+    generator, discriminator = build_mlp_gan(tuple(images.shape[1:]), hidden, 64, k,
+                                             batch_norm=True)  # fmt: skip
     task = GANTask(generator, discriminator, k, 64, lr=lr, max_epochs=epochs, seed=seed,
                    schedule={"name": "none"})  # fmt: skip
     dataset = TensorDataset(images, y)
@@ -559,9 +558,8 @@ def add_generated(fit: Fit, data: ImageDataModule, samples: int, epochs: int,
     fit.plain_fit(task, loader, epochs)  # no validation: the GAN is scored by the classifier
     task.eval()
     labels = torch.arange(samples) % k
-    made = (task.sample(samples, seed + TEST_SEED_OFFSET, labels) - mean) / std
-    data.tensors["train"] = TensorDataset(torch.cat([x, made]), torch.cat([y, labels]))
-    data.meta["generated_size"] = samples
+    data.add_training(task.sample(samples, seed + TEST_SEED_OFFSET, labels), labels,
+                      "generated_size")  # fmt: skip
 
 
 def _source(exp: Experiment, data: ImageDataModule) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

@@ -338,15 +338,13 @@ def add_decoded(fit: Fit, data: ImageDataModule, samples: int, epochs: int, hidd
     of `spread` times the class's code spread per dimension, and decoded: `samples` images
     appended to the training set (normalised like it), labelled with their class. Returns the
     autoencoder."""
-    x, y = data.tensors["train"].tensors
-    mean, std = data.meta["mean"], data.meta["std"]
-    images = (x * std + mean).clamp(0, 1)
+    images, y = data.training_pixels()
     seed, k = data.seed, len(data.classes)
     missing = sorted(set(range(k)) - set(y.unique().tolist()))
     if missing:
         raise ValueError(f"train.ae_augment: no training image of class {missing} to decode "
                          "codes from; use a larger data.subset")  # fmt: skip
-    net = build_dense_autoencoder(tuple(x.shape[1:]), hidden, code_size)
+    net = build_dense_autoencoder(tuple(images.shape[1:]), hidden, code_size)
     task = AutoencoderTask(net, {"kind": "gaussian", "level": 0.3}, lr=lr, max_epochs=epochs,
                            schedule={"name": "none"})  # fmt: skip
     dataset = TensorDataset(images, y)
@@ -364,7 +362,5 @@ def add_decoded(fit: Fit, data: ImageDataModule, samples: int, epochs: int, hidd
         moved[wanted] = picked + noise * mine.std(0, correction=0) * spread
     with torch.no_grad():
         made = torch.sigmoid(net.decode_logits(moved))
-    data.tensors["train"] = TensorDataset(torch.cat([x, (made - mean) / std]),
-                                          torch.cat([y, labels]))  # fmt: skip
-    data.meta["decoded_size"] = samples
+    data.add_training(made, labels, "decoded_size")
     return net
