@@ -87,6 +87,40 @@ def _seed_values(report: dict, variant: str, metric: str) -> tuple[dict[int, flo
     return values, [r["run_id"] for r in rows]
 
 
+def _failed_training(report: dict, comp: Comparison, against: str) -> Outcome | None:
+    """Where one side's training failed on every seed (diverged or collapsed: no model to
+    score) and the other's finished on at least MIN_SEEDS, the failed side is the worse in any
+    measure of the model (the family's compared metrics); None otherwise."""
+    if comp.metric not in ENTRIES[report["family"]].compared:
+        return None
+
+    def rows(variant: str) -> list[dict]:
+        return [r for r in report["runs"] if r["variant"] == variant]
+
+    def all_failed(variant: str) -> bool:
+        mine = rows(variant)
+        return len(mine) >= MIN_SEEDS and all(r["status"] != "finished" for r in mine)
+
+    def finished(variant: str) -> int:
+        return sum(r["status"] == "finished" for r in rows(variant))
+
+    side = [v for v in (comp.variant, against) if all_failed(v)]
+    if len(side) != 1:
+        return None
+    (loser,) = side
+    winner = against if loser == comp.variant else comp.variant
+    if finished(winner) < MIN_SEEDS:
+        return None
+    good = ENTRIES[report["family"]].directions[comp.metric]
+    variant_better = loser == against
+    status = "as claimed" if variant_better == (comp.direction == good) else "against"
+    kinds = sorted({r["status"] for r in rows(loser)})
+    detail = (f"{loser}'s training failed on every seed ({'/'.join(kinds)}); {winner} "
+              f"finished on {finished(winner)}")  # fmt: skip
+    ids = [r["run_id"] for r in rows(comp.variant) + rows(against) if r.get("run_id")]
+    return Outcome(comp, status, detail, len(rows(loser)), runs=ids)
+
+
 def default_outcome(params: Params, comp: Comparison, suites: Path) -> Outcome:
     """A comparison at default scale, from results/suites/<suite>/ (runs.json, predictions):
     against the suite's baseline, the suite's own verdict (Holm over all its variants, as the
@@ -97,6 +131,9 @@ def default_outcome(params: Params, comp: Comparison, suites: Path) -> Outcome:
     report = json.loads((folder / "runs.json").read_text())
     against = comp.against or report["baseline"]
     base, base_runs = _seed_values(report, against, comp.metric)
+    failed = _failed_training(report, comp, against)
+    if failed is not None:
+        return failed
     others = [v for v in report["variants"] if v != against]
     names = others if against == report["baseline"] else [comp.variant]
     values = {v: _seed_values(report, v, comp.metric)[0] for v in names}
@@ -203,6 +240,9 @@ def _numbers(outcomes: list[Outcome]) -> str:
         name = f"{c.suite}: {c.variant} vs {c.against or 'baseline'}, {c.metric}"
         if o.status == "not run":
             parts.append(f"{name}: not run ({o.detail})")
+            continue
+        if math.isnan(o.diff):  # no difference to give: one side's training failed
+            parts.append(f"{name}: n {o.n}, {o.detail} → {o.status}")
             continue
         ci = "" if math.isnan(o.low) or c.kind == "exact" else f" [{o.low:+.3g}, {o.high:+.3g}]"
         mde = "" if math.isnan(o.detectable) else f", detects ≥ {o.detectable:.2g}"

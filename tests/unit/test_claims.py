@@ -144,3 +144,35 @@ def test_a_claim_tests_something_or_says_why(tmp_path):
 def test_the_repo_states_every_claim_of_the_course():
     params = load(REPO / "params.yaml")
     assert sorted(params.claims) == [f"C{i:02d}" for i in range(1, 46)]
+
+
+def test_a_variant_whose_training_failed_on_every_seed_is_the_worse(tmp_path):
+    """Divergence is the failure a claim like "too high a rate" predicts: the side that
+    diverged on every seed loses in the model's measures; a partial failure decides nothing
+    by itself, and a timing is not a measure of the model."""
+    params, report = project(tmp_path, {
+        "C01": {"claim": "a rate too high fails", "comparisons": [comparison("down", "lower")]},
+        "C02": {"claim": "it does not", "comparisons": [comparison("down")]},
+        "C03": {"claim": "the base beats it", "comparisons": [
+            comparison("base", against="down")]},
+        "C04": {"claim": "wider is faster", "comparisons": [
+            {**comparison("down", "lower"), "metric": "seconds_per_epoch"}]},
+    })  # fmt: skip
+    for row in report["runs"]:
+        if row["variant"] == "down":
+            row.update(status="diverged", summary={}, failure="non-finite loss")
+    folder = tmp_path / "results" / "suites" / "s"
+    (folder / "runs.json").write_text(json.dumps(report))
+    got = {r.cid: r for r in claims.rule(params, tmp_path)}
+    assert {cid: r.verdict for cid, r in got.items()} == {
+        "C01": "confirmed",
+        "C02": "contradicted",
+        "C03": "confirmed",
+        "C04": "not run",
+    }
+    assert "down's training failed on every seed (diverged)" in got["C01"].default[0].detail
+    down = [row for row in report["runs"] if row["variant"] == "down"]
+    down[0].update(status="finished", summary={"test_accuracy": 0.5})  # one seed lived
+    (folder / "runs.json").write_text(json.dumps(report))
+    got = {r.cid: r.verdict for r in claims.rule(params, tmp_path)}
+    assert got["C01"] == "not run"  # one paired seed: nothing decided

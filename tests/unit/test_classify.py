@@ -71,3 +71,88 @@ def test_nan_loss_raises_diverged():
     x = torch.tensor([[float("nan"), 0.0, 0.0]])
     with pytest.raises(DivergedError, match="nan"):
         task.training_step((x, torch.tensor([0])), 0)
+
+
+def test_shifted_test_images_move_whole_pixels_the_same_way_each_time():
+    from ablab.families.classify import shifted_test_images
+
+    x = torch.full((64, 1, 9, 9), -1.0)
+    x[:, 0, 4, 4] = 5.0  # one bright pixel in the middle of a background of -1
+    moved = shifted_test_images(x, 3, -1.0, batch_idx=7)
+    torch.testing.assert_close(moved, shifted_test_images(x, 3, -1.0, batch_idx=7))
+    assert not torch.equal(moved, shifted_test_images(x, 3, -1.0, batch_idx=8))
+    offsets = set()
+    for image in moved[:, 0]:
+        assert (image == 5.0).sum() == 1 and ((image == 5.0) | (image == -1.0)).all()
+        row, col = divmod(int(image.argmax()), 9)
+        assert abs(row - 4) <= 3 and abs(col - 4) <= 3
+        offsets.add((row - 4, col - 4))
+    assert len(offsets) > 10  # each image its own move
+
+
+def test_test_shift_scores_the_moved_test_images(tmp_path):
+    """train.test_shift adds the moved images' accuracy and the drop from the plain one."""
+    import yaml
+
+    from ablab.config import ConfigError, load
+    from ablab.train import run_experiment
+    from tests.unit.test_experiments import prepare
+
+    tree = {
+        "seed": 3, "mlflow_experiment": "shift",
+        "train": {"max_epochs": 8, "lr": 0.01, "threads": 1, "log_model": False,
+                  "test_shift": 2},
+        "experiments": {"cnn": {"task": "classify", "data": {"dataset": "digits"},
+                                "model": {"arch": "cnn", "channels": [4], "head": [8]}}},
+    }  # fmt: skip
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tree))
+    prepare(tmp_path, "digits")
+    summary = run_experiment(load(tmp_path / "params.yaml"), "cnn", tmp_path)
+    shifted = summary["test_shifted_accuracy"]
+    assert 0.0 < shifted < summary["test_accuracy"]  # 2 pixels of 8 move a digit a lot
+    assert summary["test_shift_drop"] == pytest.approx(summary["test_accuracy"] - shifted)
+    tree["experiments"]["cnn"]["data"]["dataset"] = "tweets"
+    tree["experiments"]["cnn"]["model"] = {"arch": "rnn"}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tree))
+    with pytest.raises(ConfigError, match="train.test_shift moves test images"):
+        load(tmp_path / "params.yaml")
+
+
+def test_image_size_resizes_every_split_by_area_averaging(tmp_path):
+    import yaml
+
+    from ablab.config import ConfigError, load
+    from ablab.data.datamodules import ImageDataModule
+    from tests.unit.test_experiments import prepare
+
+    tree = {
+        "experiments": {"mlp": {"task": "classify", "data": {"dataset": "digits"},
+                                "model": {"arch": "mlp"}}},
+    }  # fmt: skip
+    prepare(tmp_path, "digits")
+    processed = tmp_path / "data" / "processed"
+    sides = {}
+    for size in (None, 4, 8):
+        tree["experiments"]["mlp"]["data"]["image_size"] = size
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(tree))
+        exp = load(tmp_path / "params.yaml").experiment("mlp")
+        data = ImageDataModule.from_experiment(exp, processed)
+        data.setup()
+        sides[size] = {s: t.tensors[0] for s, t in data.tensors.items()}
+        assert data.input_shape == (1, size or 8, size or 8)
+    for split, full in sides[None].items():
+        assert sides[4][split].shape[-2:] == (4, 4)
+        torch.testing.assert_close(sides[8][split], full)  # its own size: as it was
+    # 8 -> 4: each pixel the mean of a 2x2 block (in [0, 1], before normalising by the mean
+    # and std of the resized training split)
+    plain = ImageDataModule.from_experiment(exp.model_copy(update={"image_size": None}),
+                                            processed)  # fmt: skip
+    pixels = plain._pixels(np.load(processed / "digits" / "images.npy"), np.arange(3))
+    small = plain.__class__(processed / "digits", 32, 0, image_size=4)._pixels(
+        np.load(processed / "digits" / "images.npy"), np.arange(3))  # fmt: skip
+    torch.testing.assert_close(small, F.avg_pool2d(pixels, 2))
+    tree["experiments"]["mlp"] = {"task": "regress", "data": {"dataset": "sunspots",
+                                  "image_size": 8}, "model": {"arch": "mlp"}}  # fmt: skip
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tree))
+    with pytest.raises(ConfigError, match="data.image_size resizes the images"):
+        load(tmp_path / "params.yaml")

@@ -22,8 +22,8 @@ SMALL = [
 
 def prepare(root, dataset: str) -> None:
     """Tiny data of the dataset's shape: random images (with an evaluator trained on them) or
-    tokens; the real (small) series; a few generated date pairs."""
-    from ablab.data.preprocess import preprocess_dates, preprocess_series
+    tokens; the real (small) series; a few generated date pairs; the long-range sequences."""
+    from ablab.data.preprocess import preprocess_dates, preprocess_long_range, preprocess_series
     from ablab.data.sources import fetch
     from ablab.evaluator import train_evaluator
 
@@ -32,6 +32,8 @@ def prepare(root, dataset: str) -> None:
     if kind == "image":
         write_random_processed(processed, dataset, per_split=60)
         train_evaluator(processed, dataset, epochs=1, seed=0)
+    elif dataset == "long_range":  # generated, as preprocess makes it
+        preprocess_long_range(dataset, processed, 0.1, 0.2, 0)
     elif kind == "text":
         write_random_text(processed, dataset, per_split=60)
     elif kind == "series":

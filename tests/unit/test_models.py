@@ -116,3 +116,59 @@ def test_an_identity_network_is_linear(params):
         right = 2.0 * (net(x) - f0) - 0.5 * (net(y) - f0)
     linear = torch.allclose(left, right, atol=1e-4 * right.abs().max().item())
     assert linear == (params.activation == "identity")
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+@pytest.mark.parametrize("init", ["default", "kaiming"])
+def test_init_scale_multiplies_every_weight_and_no_bias(arch, init):
+    """init_scale 10 starts from ten times the weights init 1 would give, biases unchanged."""
+
+    def built(scale):
+        torch.manual_seed(3)
+        if arch == "mlp":
+            params = MLPParams(arch="mlp", depth=2, width=8, init=init, init_scale=scale)
+        else:
+            params = CNNParams(arch="cnn", channels=[4], head=[8], init=init, init_scale=scale)
+        return dict(build(params, (1, 8, 8), 3).named_parameters())
+
+    plain, scaled = built(1.0), built(10.0)
+    weights = [k for k in plain if k.endswith("weight")]
+    assert len(weights) >= 2
+    for key, value in plain.items():
+        factor = 10.0 if key.endswith("weight") else 1.0
+        torch.testing.assert_close(scaled[key], factor * value)
+
+
+def test_output_dropout_drops_logits_in_training_only():
+    torch.manual_seed(0)
+    net = build(MLPParams(arch="mlp", depth=1, width=16, output_dropout=0.5), (1, 4, 4), 10)
+    x = torch.randn(64, 1, 4, 4)
+    net.train()
+    dropped = (net(x) == 0).float().mean().item()
+    assert 0.3 < dropped < 0.7  # about half the logits zeroed
+    net.eval()
+    assert (net(x) != 0).all()
+    plain = build(MLPParams(arch="mlp", depth=1, width=16), (1, 4, 4), 10)
+    assert plain.state_dict().keys() == net.state_dict().keys()
+    assert not any(isinstance(m, nn.Dropout) for m in plain)
+
+
+def test_forget_bias_sets_the_lstm_forget_gate_and_only_there():
+    from ablab.config import RNNParams
+
+    torch.manual_seed(0)
+    plain = build(RNNParams(arch="rnn", cell="lstm", hidden_size=4, layers=2), (5,), 3, 10)
+    torch.manual_seed(0)
+    opened = build(RNNParams(arch="rnn", cell="lstm", hidden_size=4, layers=2,
+                             bidirectional=True, forget_bias=1.0), (5,), 3, 10)  # fmt: skip
+    biases = {k: v for k, v in opened.rnn.named_parameters() if k.startswith("bias_")}
+    assert len(biases) == 8  # 2 layers x 2 directions x (ih, hh)
+    for name, bias in biases.items():
+        gates = bias.detach().view(4, 4)  # input, forget, cell, output
+        expected = 1.0 if name.startswith("bias_ih") else 0.0
+        assert torch.equal(gates[1], torch.full((4,), expected)), name
+    # the other gates keep torch's own start
+    torch.testing.assert_close(opened.rnn.bias_ih_l0.view(4, 4)[[0, 2, 3]],
+                               plain.rnn.bias_ih_l0.view(4, 4)[[0, 2, 3]])  # fmt: skip
+    with pytest.raises(ValueError, match="only an lstm has a forget gate"):
+        RNNParams(arch="rnn", cell="gru", forget_bias=1.0)

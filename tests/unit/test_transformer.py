@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ablab.config import ConfigError, load
-from ablab.models.transformer import TransformerClassifier
+from ablab.models.transformer import TransformerClassifier, recording_attention
 from tests.conftest import TINY_PARAMS
 
 
@@ -19,6 +19,9 @@ def test_padding_changes_no_prediction_and_gets_no_attention(pooling):
     for i, n in enumerate(lengths):
         tokens[i, n:] = 0
     out = net(tokens, lengths)
+    assert net.last_attention is None  # validation and test make no second pass
+    with recording_attention(net):
+        assert torch.equal(net(tokens, lengths), out)
     attention = net.last_attention
     assert out.shape == (4, 3) and attention.shape == (4, 8)
     padded = torch.cat([tokens, torch.zeros(4, 4, dtype=torch.long)], dim=1)

@@ -17,6 +17,7 @@ DATASETS: dict[str, tuple[str, int]] = {
     "imdb": ("text", 2),
     "sunspots": ("series", 0),  # regression: no classes
     "dates": ("translation", 0),  # generated (written date, ISO date) pairs
+    "long_range": ("text", 4),  # generated: the class is the first token, distractors follow
 }
 # which label set a dataset's classes are: transfer that reads source labels as target labels
 # needs the same one
@@ -24,12 +25,23 @@ LABEL_SETS = {"digits": "digits", "mnist": "digits", "mnist_m": "digits",
               "fashion_mnist": "clothes", "tweets": "sentiment", "imdb": "sentiment"}  # fmt: skip
 # datasets whose training classes are equal in number (train.imbalance combined has nothing to
 # even out there unless data.skew makes them unequal)
-BALANCED = {"fashion_mnist", "imdb"}
+BALANCED = {"fashion_mnist", "imdb", "long_range"}
 Dataset = Literal[
-    "digits", "fashion_mnist", "mnist", "mnist_m", "tweets", "imdb", "sunspots", "dates"
+    "digits",
+    "fashion_mnist",
+    "mnist",
+    "mnist_m",
+    "tweets",
+    "imdb",
+    "sunspots",
+    "dates",
+    "long_range",
 ]
 Activation = Literal["relu", "leaky_relu", "elu", "gelu", "tanh", "sigmoid", "identity"]
 Init = Literal["default", "xavier", "kaiming"]
+# every linear and conv weight multiplied by this after `init` (0.1: a start too small, 10: too
+# large; biases untouched)
+InitScale = Annotated[float, Field(gt=0.0, le=100.0)]
 Optimizer = Literal["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"]
 Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
 NonNegative = Annotated[float, Field(ge=0.0)]

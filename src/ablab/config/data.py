@@ -9,6 +9,9 @@ from pydantic import Field
 
 from ablab.config.common import Dataset, Strict
 
+ImageSide = Annotated[int, Field(ge=4, le=256)]
+SequenceLength = Annotated[int, Field(ge=1, le=4096)]
+
 
 class SourceParams(Strict):
     base_url: str | None = None  # a mirror; None means the canonical URL
@@ -61,6 +64,11 @@ class DataParams(Strict):
     # seed); validation and test labels stay clean
     label_noise: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     target_outliers: TargetOutliers | None = None  # series: a few training targets corrupted
+    # image classifiers: every split's images resized to this side (area averaging when
+    # smaller); None keeps the dataset's own
+    image_size: ImageSide | None = None
+    # text classifiers: keep the first this many tokens of each sequence; None keeps them all
+    sequence_length: SequenceLength | None = None
     text: TextParams = TextParams()
     series: SeriesParams = SeriesParams()
     dates: DatesParams = DatesParams()
@@ -76,3 +84,5 @@ class ExperimentData(Strict):
     skew: Skew | None = None
     label_noise: Annotated[float, Field(ge=0.0, lt=1.0)] | None = None
     target_outliers: TargetOutliers | None = None
+    image_size: ImageSide | None = None
+    sequence_length: SequenceLength | None = None

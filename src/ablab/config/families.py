@@ -115,17 +115,22 @@ class ClassifyEntry(EntryBase):
     inputs = ("image", "text")
     test_metrics = ("test_loss", "test_accuracy", "test_macro_f1")
     epoch_metrics = ("val_loss", "val_accuracy", "val_macro_f1")
-    reported = ("test_accuracy", "test_macro_f1", "test_loss", "test_minority_recall")
-    compared = ("test_accuracy", "test_macro_f1", "test_minority_recall")
+    # test_minority_recall on a skewed training set; the shift metrics with train.test_shift
+    # (recurrent networks: first_step_grad_norm, the gradient reaching the first time step)
+    reported = ("test_accuracy", "test_macro_f1", "test_loss", "test_minority_recall",
+                "test_shifted_accuracy", "test_shift_drop", "first_step_grad_norm")  # fmt: skip
+    compared = ("test_accuracy", "test_macro_f1", "test_minority_recall", "test_shift_drop")
     headline = "test_accuracy"
     per_example = {
         "test_accuracy": "accuracy",
         "test_macro_f1": "macro_f1",
         "test_minority_recall": "minority_recall",
     }
-    directions = _directions(higher=(
-        "test_accuracy", "test_macro_f1", "test_minority_recall", "val_accuracy", "val_macro_f1",
-    ))  # fmt: skip
+    directions = _directions(
+        higher=("test_accuracy", "test_macro_f1", "test_minority_recall", "val_accuracy",
+                "val_macro_f1", "test_shifted_accuracy", "first_step_grad_norm"),
+        lower=("test_shift_drop",),
+    )  # fmt: skip
 
 
 class RegressEntry(EntryBase):
@@ -405,6 +410,21 @@ def check_techniques(exp) -> None:
         )
     if kind != "image" and (aug.enabled or reg.input_noise):
         raise ValueError(f"train.augment and input_noise need images; {exp.dataset} is {kind}")
+    if exp.image_size is not None and not (exp.task == "classify" and kind == "image"):
+        raise ValueError(
+            f"data.image_size resizes the images of an image classifier; {exp.dataset} is "
+            f"{kind} data, task {exp.task}"
+        )
+    if exp.sequence_length is not None and not (exp.task == "classify" and kind == "text"):
+        raise ValueError(
+            f"data.sequence_length keeps the first tokens of a text classifier's sequences; "
+            f"{exp.dataset} is {kind} data, task {exp.task}"
+        )
+    if exp.train.test_shift and not (exp.task == "classify" and kind == "image"):
+        raise ValueError(
+            f"train.test_shift moves test images of an image classifier; {exp.dataset} is "
+            f"{kind} data, task {exp.task}"
+        )
     if exp.task == "reconstruct" and reg.input_noise:
         raise ValueError(
             "train.regularize.input_noise would corrupt the autoencoder's target too: use "

@@ -6,7 +6,15 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from ablab.config.common import Activation, Init, NonNegative, Probability, Strict, Widths
+from ablab.config.common import (
+    Activation,
+    Init,
+    InitScale,
+    NonNegative,
+    Probability,
+    Strict,
+    Widths,
+)
 
 
 class MLPParams(Strict):
@@ -15,8 +23,11 @@ class MLPParams(Strict):
     width: Annotated[int, Field(ge=1, le=65536)] = 256
     activation: Activation = "relu"
     init: Init = "default"
+    init_scale: InitScale = 1.0
     dropout: Probability = 0.0
     input_dropout: Probability = 0.0  # on the input pixels (Srivastava et al. used 0.2)
+    # on the output layer's logits, in training (what the course says never to do)
+    output_dropout: Probability = 0.0
     batch_norm: bool = False
 
 
@@ -36,6 +47,7 @@ class CNNParams(Strict):
     readout: Literal["flatten", "gap"] = "flatten"
     activation: Activation = "relu"
     init: Init = "default"
+    init_scale: InitScale = 1.0
     # feature maps in channels-last memory (oneDNN's layout on CPU): 1.5x faster training steps
     # here (make bench); false keeps PyTorch's default NCHW, whose numbers differ in rounding
     channels_last: bool = True
@@ -57,6 +69,9 @@ class RNNParams(Strict):
     layers: Annotated[int, Field(ge=1, le=8)] = 1
     bidirectional: bool = False
     dropout: Probability = 0.0  # between recurrent layers (needs layers >= 2)
+    # lstm: the forget gate's bias at the start (Gers et al. 2000; Keras starts it at 1, torch
+    # at about 0): 1 keeps the cell's memory open until training decides otherwise
+    forget_bias: Annotated[float, Field(ge=-10.0, le=10.0)] = 0.0
     pooling: Literal["last", "mean", "max", "attention"] = "last"
     head: Widths = []  # hidden widths after pooling
     head_dropout: Probability = 0.0
@@ -66,6 +81,8 @@ class RNNParams(Strict):
     def _dropout_needs_layers(self) -> RNNParams:
         if self.dropout and self.layers < 2:
             raise ValueError("dropout acts between recurrent layers: it needs layers >= 2")
+        if self.forget_bias and self.cell != "lstm":
+            raise ValueError(f"forget_bias: only an lstm has a forget gate; cell is {self.cell}")
         return self
 
 

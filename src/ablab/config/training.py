@@ -124,6 +124,10 @@ class TrainParams(Strict):
     # the weights tested: the best validation epoch's (checkpointing is then itself a form of
     # early stopping) or the last epoch's
     test_checkpoint: Literal["best", "last"] = "best"
+    # image classifiers: the test images also scored moved by up to this many pixels each way
+    # (every image its own draw, the same draws for every model): test_shifted_accuracy, and
+    # test_shift_drop (test_accuracy minus it); 0: not scored
+    test_shift: Annotated[int, Field(ge=0, le=8)] = 0
 
     @field_validator("devices")
     @classmethod

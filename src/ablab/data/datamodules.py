@@ -10,6 +10,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from torch.nn import functional as F
 from torch.utils.data import TensorDataset
 
 from ablab.config import Augment, ConfigError, Experiment, Skew
@@ -241,9 +242,28 @@ class ImageDataModule(ArrayDataModule):
     False, for autoencoders) kept in [0, 1]. Augmentation and input noise act on training
     batches only."""
 
-    def __init__(self, *args, normalize: bool = True, **kwargs) -> None:
+    def __init__(
+        self, *args, normalize: bool = True, image_size: int | None = None, **kwargs
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.normalize = normalize
+        self.image_size = image_size
+
+    @classmethod
+    def from_experiment(
+        cls, exp: Experiment, processed_dir: Path, fold: tuple[int, int] | None = None, **extra
+    ):
+        extra.setdefault("image_size", exp.image_size)
+        return super().from_experiment(exp, processed_dir, fold, **extra)
+
+    def _pixels(self, images: np.ndarray, idx: np.ndarray) -> torch.Tensor:
+        """The images at `idx` as floats in [0, 1], resized to `image_size` where it is set."""
+        x = torch.from_numpy(images[idx]).float().div_(255.0)
+        if self.image_size is None or x.shape[-1] == self.image_size == x.shape[-2]:
+            return x
+        side = (self.image_size, self.image_size)
+        mode = "area" if self.image_size < x.shape[-1] else "bilinear"
+        return F.interpolate(x, size=side, mode=mode).clamp_(0.0, 1.0)
 
     def setup(self, stage: str | None = None) -> None:
         if self.tensors:
@@ -251,7 +271,7 @@ class ImageDataModule(ArrayDataModule):
         arrays, labels, splits, meta = load_arrays(self.folder, ("images",))
         images = arrays["images"]
         indices = self._indices(labels, splits)
-        train = torch.from_numpy(images[indices["train"]]).float().div_(255.0)
+        train = self._pixels(images, indices["train"])
         mean, std = (train.mean().item(), train.std().item()) if self.normalize else (0.0, 1.0)
         self.meta = {
             **meta,
@@ -260,9 +280,10 @@ class ImageDataModule(ArrayDataModule):
             "mean": mean,
             "std": std,
             "train_class_counts": _class_counts(labels[indices["train"]], meta),
+            "image_shape": list(train.shape[1:]),
         }
         for split, idx in indices.items():
-            x = train if split == "train" else torch.from_numpy(images[idx]).float().div_(255.0)
+            x = train if split == "train" else self._pixels(images, idx)
             if self.normalize:
                 x = x.sub_(mean).div_(std)
             self.tensors[split] = TensorDataset(x, self._labels(labels, split, idx))
@@ -560,9 +581,19 @@ class TextDataModule(ArrayDataModule):
     tokens cut to the longest sequence in the batch; with `length_buckets` training batches
     hold sequences of similar length (`bucketed`)."""
 
-    def __init__(self, *args, length_buckets: int = 0, **kwargs) -> None:
+    def __init__(
+        self, *args, length_buckets: int = 0, sequence_length: int | None = None, **kwargs
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.length_buckets = length_buckets
+        self.sequence_length = sequence_length
+
+    @classmethod
+    def from_experiment(
+        cls, exp: Experiment, processed_dir: Path, fold: tuple[int, int] | None = None, **extra
+    ):
+        extra.setdefault("sequence_length", exp.sequence_length)
+        return super().from_experiment(exp, processed_dir, fold, **extra)
 
     def _order(self, generator: torch.Generator) -> Callable[[], Sequence[torch.Tensor]]:
         if not self.length_buckets:
@@ -584,12 +615,17 @@ class TextDataModule(ArrayDataModule):
             "val_size": int(len(indices["val"])),
             "train_class_counts": _class_counts(labels[indices["train"]], meta),
         }
+        keep = self.sequence_length
+        if keep is not None and keep < self.meta["max_len"]:
+            self.meta["max_len"] = keep
         for split, idx in indices.items():
+            tokens, lengths = arrays["tokens"][idx], arrays["lengths"][idx]
+            if keep is not None:  # the first `keep` tokens
+                tokens, lengths = tokens[:, :keep], np.minimum(lengths, keep)
             self.tensors[split] = TensorDataset(
-                torch.from_numpy(arrays["tokens"][idx]),
-                torch.from_numpy(arrays["lengths"][idx]),
+                torch.from_numpy(np.ascontiguousarray(tokens)), torch.from_numpy(lengths),
                 self._labels(labels, split, idx),
-            )
+            )  # fmt: skip
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from ablab.data import dates, mnist_m
+from ablab.data import dates, long_range, mnist_m
 from ablab.data.sources import SOURCES, DataError
 from ablab.data.text import build_vocab, decode_bytes, encode, tokenize
 
@@ -349,12 +349,29 @@ def preprocess_dates(
     return save(name, out_dir, arrays, labels, splits, seed, val_fraction, extra, files)
 
 
+def preprocess_long_range(
+    name: str, out_dir: Path, val_fraction: float, test_fraction: float, seed: int
+) -> dict:
+    """Generate the long-range sequences (by seed) and split them at random, stratified."""
+    tokens, labels = long_range.generate(long_range.EXAMPLES, seed)
+    splits = make_splits(labels, None, val_fraction, test_fraction, seed)
+    lengths = np.full(len(tokens), tokens.shape[1], dtype=np.int64)
+    extra = {"kind": "text", "max_len": int(tokens.shape[1]), "vocab_size": len(long_range.VOCAB)}
+    texts = [" ".join(long_range.VOCAB[i] for i in row) for row in tokens]
+    files = {"vocab.json": json.dumps(long_range.VOCAB) + "\n",
+             "texts.json": json.dumps(texts) + "\n"}  # fmt: skip
+    arrays = {"tokens": tokens, "lengths": lengths}
+    return save(name, out_dir, arrays, labels, splits, seed, val_fraction, extra, files)
+
+
 def preprocess_dataset(name: str, raw_dir: Path, out_dir: Path, knobs: dict) -> str:
     """Preprocess one dataset by its kind with the resolved knobs (Params.preprocess_knobs, as
     the `datasets` stage writes them); returns the line saying what came out."""
     seed, val, test = knobs["seed"], knobs["val_fraction"], knobs["test_fraction"]
     kind = knobs["kinds"][name]
-    if kind == "text":
+    if name == "long_range":
+        meta = preprocess_long_range(name, out_dir, val, test, seed)
+    elif kind == "text":
         t = knobs["text"]
         meta = preprocess_text(name, raw_dir, out_dir, val, test, seed, t["vocab_size"],
                                t["min_freq"], t["max_len"])  # fmt: skip
@@ -368,5 +385,5 @@ def preprocess_dataset(name: str, raw_dir: Path, out_dir: Path, knobs: dict) -> 
         meta = preprocess_series(name, raw_dir, out_dir, val, test, seed, knobs["series"]["window"])
     else:
         meta = preprocess(name, raw_dir, out_dir, val, test, seed)
-    first = vocab if kind == "text" else ""
+    first = vocab if kind == "text" and name != "long_range" else ""
     return f"{first}{name}: splits {meta['split_sizes']}, data hash {meta['data_hash']}"

@@ -14,6 +14,7 @@ from torch import nn
 from ablab.config.explain import ExplainParams
 from ablab.data.text import OOV_ID
 from ablab.explain import faithfulness
+from ablab.models.transformer import recording_attention
 
 BATCH = 256
 
@@ -28,7 +29,8 @@ def predict(net: nn.Module, tokens: torch.Tensor, lengths: torch.Tensor):
     net.eval()
     preds, confs, weights = [], [], []
     for t, n in zip(tokens.split(BATCH), lengths.split(BATCH), strict=True):
-        probs = torch.softmax(net(t, n), 1)
+        with recording_attention(net):
+            probs = torch.softmax(net(t, n), 1)
         confidence, predicted = probs.max(1)
         attention = net.last_attention
         pad = tokens.shape[1] - attention.shape[1]  # an RNN returns only the batch's longest

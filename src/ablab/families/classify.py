@@ -18,6 +18,7 @@ from torch.nn import functional as F
 from ablab import regularize
 from ablab.config import DATASETS, Experiment
 from ablab.config.pretraining import pretraining, pretraining_key
+from ablab.data.augment import affine
 from ablab.data.datamodules import ImageDataModule, TextDataModule
 from ablab.data.text import OOV_ID, TOKENIZER
 from ablab.families.base import (
@@ -34,6 +35,7 @@ from ablab.families.base import (
 from ablab.families.masked_lm import mlm_network
 from ablab.figures import Figure, plt
 from ablab.models import build
+from ablab.models.transformer import recording_attention
 
 
 def confusion_matrix(preds: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -79,6 +81,8 @@ class ClassificationTask(Task):
         class_weights: torch.Tensor | None = None,
         gan_augment: dict | None = None,  # Classify.run adds a GAN's images before fitting
         ae_augment: dict | None = None,  # Classify.run adds decoded images before fitting
+        test_shift: int = 0,  # also score the test images moved by up to this many pixels
+        background: float = 0.0,  # the value a moved image's uncovered pixels take
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "class_weights"])
@@ -154,11 +158,62 @@ class ClassificationTask(Task):
         self._reset_eval()
         return confusion
 
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._eval_step(batch)
+        if self.hparams.test_shift:
+            x, y = batch
+            shifted = shifted_test_images(x, self.hparams.test_shift, self.hparams.background,
+                                          batch_idx)  # fmt: skip
+            self._sums.add(shifted_correct=(self(shifted).argmax(1) == y).sum())
+
     def on_test_epoch_end(self) -> None:
         targets, preds = zip(*self._seen, strict=True)
         self.test_predictions = {"target": torch.cat(targets).cpu().numpy(),
                                  "prediction": torch.cat(preds).cpu().numpy()}  # fmt: skip
+        shifted = None
+        if self.hparams.test_shift:
+            sums = self._sums.read()
+            shifted = sums["shifted_correct"] / max(sums["count"], 1)
         self.test_confusion = self._eval_end("test")
+        if shifted is not None:
+            drop = self.test_results["test_accuracy"] - shifted
+            self.publish("test", {"shifted_accuracy": shifted, "shift_drop": drop})
+
+
+GRAD_PROBE = 256  # test sequences the first step's gradient is measured on
+
+
+def first_step_grad_norm(net: nn.Module, tokens, lengths, y) -> float:
+    """How much of the loss's gradient reaches the first time step of a recurrent classifier:
+    the mean over sequences of |d loss / d (first token's embedding)|, the network in eval
+    mode (the vanishing gradient that makes a vanilla RNN forget, measured)."""
+    captured: list[torch.Tensor] = []
+
+    def keep(module, args, out):
+        out.retain_grad()
+        captured.append(out)
+
+    device = next(net.parameters()).device
+    was_training = net.training
+    net.eval()
+    handle = net.embedding.register_forward_hook(keep)
+    try:
+        with torch.inference_mode(False), torch.enable_grad():
+            tokens, lengths, y = (t.clone().to(device) for t in (tokens, lengths, y))
+            F.cross_entropy(net(tokens, lengths), y, reduction="sum").backward()
+    finally:
+        handle.remove()
+        net.zero_grad(set_to_none=True)
+        net.train(was_training)
+    return float(captured[0].grad[:, 0].norm(dim=-1).mean())
+
+
+def shifted_test_images(x: torch.Tensor, shift: int, background: float, batch_idx: int):
+    """The batch's images each moved by a whole number of pixels, up to `shift` each way,
+    drawn from a generator seeded by the batch's index: every model sees the same moves."""
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        torch.manual_seed(batch_idx)
+        return affine(x, shift=shift, fill=background)
 
 
 class TfidfBaseline:
@@ -240,6 +295,8 @@ class Classify(Family):
             disturb_label=reg.disturb_label, max_norm=reg.max_norm, class_weights=weights,
             gan_augment=hp.gan_augment.model_dump() if hp.gan_augment.samples else None,
             ae_augment=hp.ae_augment.model_dump() if hp.ae_augment.samples else None,
+            test_shift=hp.test_shift,
+            background=-data.meta["mean"] / data.meta["std"] if hp.test_shift else 0.0,
         )  # fmt: skip
         if exp.mlm is not None:
             task.pretrain, task.pretrain_key = pretraining(exp), pretraining_key(exp)
@@ -282,6 +339,12 @@ class Classify(Family):
         if exp.skew is not None:
             recall = scores_from_confusion(module.test_confusion)["recall"]
             out["test_minority_recall"] = float(recall[exp.skew.classes].mean())
+        if exp.train.test_shift:
+            out.update({k: module.test_results[k] for k in ("test_shifted_accuracy",
+                                                            "test_shift_drop")})  # fmt: skip
+        if exp.model.arch == "rnn":
+            tokens, lengths, y = data.tensors["test"][:GRAD_PROBE]
+            out["first_step_grad_norm"] = first_step_grad_norm(module.net, tokens, lengths, y)
         if isinstance(module, TfidfBaseline):
             out.update(best_epoch=0, epochs_trained=0, seconds_per_epoch=module.seconds,
                        parameters=module.size)  # fmt: skip
@@ -368,7 +431,7 @@ def _attention(net, data: TextDataModule, title: str, count: int = 6) -> Figure:
                        for c in range(len(data.classes))])  # fmt: skip
     tokens, lengths, labels = (t[picks] for t in data.tensors["test"].tensors)
     net.eval()
-    with torch.no_grad():
+    with torch.no_grad(), recording_attention(net):
         preds = net(tokens, lengths).argmax(1)
     weights = net.last_attention
     rows = []

@@ -25,6 +25,7 @@ def build_cnn(
     readout: str = "flatten",
     activation_name: str = "relu",
     init: str = "default",
+    init_scale: float = 1.0,
     channels_last: bool = True,
 ) -> nn.Sequential:
     """[Conv -> BatchNorm? -> activation -> pool(2)? -> Dropout?] per channel count -> head
@@ -63,5 +64,5 @@ def build_cnn(
     fan_in = shape[1] if readout == "gap" else shape[1] * shape[2] * shape[3]
     layers += dense_classifier(fan_in, list(head), num_classes, activation_name, head_dropout)
     net = nn.Sequential(*layers)
-    initialise(net, init, activation_name)
+    initialise(net, init, activation_name, init_scale)
     return net.to(memory_format=torch.channels_last) if channels_last else net

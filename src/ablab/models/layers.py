@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
@@ -59,18 +60,21 @@ def dense_classifier(
     return layers
 
 
-def initialise(net: nn.Module, scheme: str, activation_name: str) -> None:
-    """Re-initialise linear and conv weights: xavier (glorot) or kaiming (he); biases to zero."""
-    if scheme == "default":
-        return
+def initialise(net: nn.Module, scheme: str, activation_name: str, scale: float = 1.0) -> None:
+    """Re-initialise linear and conv weights: xavier (glorot) or kaiming (he); biases to zero.
+    Then every such weight times `scale` (1.0 leaves them as they are)."""
     relu_like = activation_name in ("relu", "leaky_relu", "elu", "gelu")
     for module in net.modules():
-        if isinstance(module, nn.Linear | nn.Conv2d):
-            if scheme == "xavier":
-                gain = nn.init.calculate_gain("tanh" if activation_name == "tanh" else "linear")
-                nn.init.xavier_uniform_(module.weight, gain=gain)
-            else:
-                nonlinearity = "relu" if relu_like else "linear"
-                nn.init.kaiming_normal_(module.weight, nonlinearity=nonlinearity)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
+        if not isinstance(module, nn.Linear | nn.Conv2d):
+            continue
+        if scheme == "xavier":
+            gain = nn.init.calculate_gain("tanh" if activation_name == "tanh" else "linear")
+            nn.init.xavier_uniform_(module.weight, gain=gain)
+        elif scheme == "kaiming":
+            nonlinearity = "relu" if relu_like else "linear"
+            nn.init.kaiming_normal_(module.weight, nonlinearity=nonlinearity)
+        if scheme != "default" and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if scale != 1.0:
+            with torch.no_grad():
+                module.weight.mul_(scale)

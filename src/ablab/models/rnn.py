@@ -40,6 +40,7 @@ class RecurrentNet(nn.Module):
         hidden_size: int = 64, layers: int = 1, bidirectional: bool = False,
         dropout: float = 0.0, pooling: str = "last", head: Sequence[int] = (),
         head_dropout: float = 0.0, activation_name: str = "relu", input_size: int = 1,
+        forget_bias: float = 0.0,
     ) -> None:  # fmt: skip
         super().__init__()
         self.embedding = None
@@ -50,6 +51,12 @@ class RecurrentNet(nn.Module):
             input_size, hidden_size, num_layers=layers, batch_first=True,
             bidirectional=bidirectional, dropout=dropout,
         )  # fmt: skip
+        if forget_bias:  # torch orders an LSTM's gates input, forget, cell, output
+            forget = slice(hidden_size, 2 * hidden_size)
+            with torch.no_grad():
+                for name, bias in self.rnn.named_parameters():
+                    if name.startswith("bias_"):
+                        bias[forget] = forget_bias if name.startswith("bias_ih") else 0.0
         self.cell, self.pooling = cell, pooling
         self.directions = 2 if bidirectional else 1
         size = hidden_size * self.directions

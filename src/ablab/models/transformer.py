@@ -5,7 +5,8 @@ Padding is masked out of every attention and of the mean."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -14,9 +15,9 @@ from ablab.models.layers import dense_classifier
 
 
 class TransformerClassifier(nn.Module):
-    """(tokens N x T, lengths N) -> N x num_outputs. In eval mode `last_attention` holds the
-    last layer's attention (heads averaged) from the pooled position, [CLS] or each token's
-    mean, over the tokens: N x T."""
+    """(tokens N x T, lengths N) -> N x num_outputs. In eval mode, inside
+    `recording_attention`, `last_attention` holds the last layer's attention (heads averaged)
+    from the pooled position, [CLS] or each token's mean, over the tokens: N x T."""
 
     def __init__(
         self, vocab_size: int, num_outputs: int, max_len: int, embedding_dim: int = 64,
@@ -43,6 +44,9 @@ class TransformerClassifier(nn.Module):
         )
         self.attention = True  # draws an attention figure (ablab.families.classify)
         self.last_attention: torch.Tensor | None = None
+        # whether an eval forward also computes `last_attention` (a second pass through the
+        # layers, so only inside `recording_attention`: validation and test do without)
+        self.record_attention = False
 
     def encode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(states N x (T+1) x D with [CLS] first, padding mask N x (T+1): True = padding)."""
@@ -61,7 +65,7 @@ class TransformerClassifier(nn.Module):
         else:
             real = (~padding[:, 1:]).unsqueeze(-1).float()
             pooled = (states[:, 1:] * real).sum(1) / real.sum(1).clamp(min=1)
-        if not self.training:
+        if self.record_attention and not self.training:
             self.last_attention = self._attention(tokens, lengths, padding)
         return self.head(pooled)
 
@@ -81,6 +85,21 @@ class TransformerClassifier(nn.Module):
             return weights[:, 0, 1:]
         real = (~padding[:, 1:]).unsqueeze(-1).float()
         return (weights[:, 1:, 1:] * real).sum(1) / real.sum(1).clamp(min=1)
+
+
+@contextmanager
+def recording_attention(net: nn.Module) -> Iterator[nn.Module]:
+    """`net` with its eval forwards keeping `last_attention` (a transformer's costs a second
+    pass, made only here); other networks as they are."""
+    had = getattr(net, "record_attention", None)
+    if had is None:
+        yield net
+        return
+    net.record_attention = True
+    try:
+        yield net
+    finally:
+        net.record_attention = had
 
 
 def build_transformer(vocab_size: int, num_outputs: int, max_len: int, **options):
