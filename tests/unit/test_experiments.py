@@ -1,12 +1,12 @@
-"""Every experiment and every suite in the repo's params.yaml runs a batch on tiny data of its
-dataset's shape, so a params change that breaks one fails here, not twenty minutes into a run."""
+"""Every experiment in the repo's params.yaml runs a batch on tiny data of its dataset's shape,
+so a params change that breaks one fails here, not twenty minutes into a run (suites:
+test_suite_batches.py, a file of their own so that two test workers share the load)."""
 
 import json
 
 import pytest
 
 from ablab.config import DATASETS, ENTRIES, load
-from ablab.suite import run_suite
 from ablab.train import run_experiment
 from tests.conftest import REPO, THREADS, write_random_processed, write_random_text
 
@@ -62,20 +62,3 @@ def test_experiment_runs_a_batch(name, tmp_path):
     assert metrics[first] > 0
     written = json.loads((tmp_path / "results" / name / "metrics.json").read_text())
     assert set(ENTRIES[exp.task].test_metrics) <= set(written)
-
-
-@pytest.mark.parametrize("name", list(PARAMS.suites))
-def test_suite_runs_a_batch_of_every_variant(name, tmp_path):
-    seed = PARAMS.suites[name].seeds[0]
-    params = load(
-        REPO / "params.yaml", [f"suites.{name}.seeds=[{seed}]", f"train.threads={THREADS}", *SMALL]
-    )
-    runs = params.suite_runs(name)
-    for dataset in {d for run in runs for d in datasets(run.experiment)}:
-        prepare(tmp_path, dataset)
-    report = run_suite(params, name, tmp_path, fast_dev_run=2)
-    assert len(report["runs"]) == len(PARAMS.suites[name].variant_overrides())
-    for run in report["runs"]:
-        # a demonstration of divergence may diverge; nothing else may fail
-        assert run["status"] == "finished" or "lr10" in run["variant"], run["variant"]
-    assert (tmp_path / "results" / "suites" / name / "runs.json").exists()
