@@ -130,6 +130,9 @@ class ArrayDataModule(pl.LightningDataModule):
         self._restored_stream: torch.Tensor | None = None
         self._placed: dict[tuple[int, str], TensorDataset] = {}
 
+    # Experiment fields a subclass takes as keyword arguments of the same name
+    EXPERIMENT_KEYS: tuple[str, ...] = ()
+
     # whether batches are sliced from tensors moved once to the training device (images:
     # they fit); else each batch is moved as Lightning moves it (token sequences, cut to their
     # longest on the host first)
@@ -179,8 +182,10 @@ class ArrayDataModule(pl.LightningDataModule):
     def from_experiment(
         cls, exp: Experiment, processed_dir: Path, fold: tuple[int, int] | None = None, **extra
     ):
-        """The data module of the experiment's dataset, with its subset, skew, fold, ..."""
+        """The data module of the experiment's dataset, with its subset, skew, fold, ... and
+        the experiment's fields the class names in EXPERIMENT_KEYS."""
         hp = exp.train
+        extra = {**{key: getattr(exp, key) for key in cls.EXPERIMENT_KEYS}, **extra}
         return cls(
             Path(processed_dir) / exp.dataset, hp.batch_size, exp.seed, exp.subset,
             exp.val_subset, exp.skew, hp.imbalance, fold, hp.augment, hp.regularize.input_noise,
@@ -242,19 +247,14 @@ class ImageDataModule(ArrayDataModule):
     False, for autoencoders) kept in [0, 1]. Augmentation and input noise act on training
     batches only."""
 
+    EXPERIMENT_KEYS = ("image_size",)
+
     def __init__(
         self, *args, normalize: bool = True, image_size: int | None = None, **kwargs
     ) -> None:
         super().__init__(*args, **kwargs)
         self.normalize = normalize
         self.image_size = image_size
-
-    @classmethod
-    def from_experiment(
-        cls, exp: Experiment, processed_dir: Path, fold: tuple[int, int] | None = None, **extra
-    ):
-        extra.setdefault("image_size", exp.image_size)
-        return super().from_experiment(exp, processed_dir, fold, **extra)
 
     def _pixels(self, images: np.ndarray, idx: np.ndarray) -> torch.Tensor:
         """The images at `idx` as floats in [0, 1], resized to `image_size` where it is set."""
@@ -581,19 +581,14 @@ class TextDataModule(ArrayDataModule):
     tokens cut to the longest sequence in the batch; with `length_buckets` training batches
     hold sequences of similar length (`bucketed`)."""
 
+    EXPERIMENT_KEYS = ("sequence_length",)
+
     def __init__(
         self, *args, length_buckets: int = 0, sequence_length: int | None = None, **kwargs
     ) -> None:
         super().__init__(*args, **kwargs)
         self.length_buckets = length_buckets
         self.sequence_length = sequence_length
-
-    @classmethod
-    def from_experiment(
-        cls, exp: Experiment, processed_dir: Path, fold: tuple[int, int] | None = None, **extra
-    ):
-        extra.setdefault("sequence_length", exp.sequence_length)
-        return super().from_experiment(exp, processed_dir, fold, **extra)
 
     def _order(self, generator: torch.Generator) -> Callable[[], Sequence[torch.Tensor]]:
         if not self.length_buckets:

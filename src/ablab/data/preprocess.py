@@ -369,6 +369,7 @@ def preprocess_dataset(name: str, raw_dir: Path, out_dir: Path, knobs: dict) -> 
     the `datasets` stage writes them); returns the line saying what came out."""
     seed, val, test = knobs["seed"], knobs["val_fraction"], knobs["test_fraction"]
     kind = knobs["kinds"][name]
+    first = ""  # a text dataset's vocabulary line
     if name == "long_range":
         meta = preprocess_long_range(name, out_dir, val, test, seed)
     elif kind == "text":
@@ -378,12 +379,11 @@ def preprocess_dataset(name: str, raw_dir: Path, out_dir: Path, knobs: dict) -> 
         counts = ", ".join(f"{k} {meta[k]}" for k in (
             "duplicates_removed", "tied_twin_groups_dropped", "undecodable_texts",
             "empty_texts", "truncated_texts", "oov_rate"))  # fmt: skip
-        vocab = f"{name}: vocab {meta['vocab_size']}, {counts}\n"
+        first = f"{name}: vocab {meta['vocab_size']}, {counts}\n"
     elif kind == "translation":
         meta = preprocess_dates(name, out_dir, val, test, seed, knobs["dates"]["examples"])
     elif kind == "series":
         meta = preprocess_series(name, raw_dir, out_dir, val, test, seed, knobs["series"]["window"])
     else:
         meta = preprocess(name, raw_dir, out_dir, val, test, seed)
-    first = vocab if kind == "text" and name != "long_range" else ""
     return f"{first}{name}: splits {meta['split_sizes']}, data hash {meta['data_hash']}"
