@@ -129,6 +129,8 @@ def default_outcome(params: Params, comp: Comparison, suites: Path) -> Outcome:
     if not (folder / "runs.json").exists():
         return Outcome(comp, "not run", f"suite {comp.suite} has no results: `dvc repro`")
     report = json.loads((folder / "runs.json").read_text())
+    if comp.kind == "ensemble":
+        return ensemble_outcome(comp, report)
     against = comp.against or report["baseline"]
     base, base_runs = _seed_values(report, against, comp.metric)
     failed = _failed_training(report, comp, against)
@@ -154,6 +156,28 @@ def default_outcome(params: Params, comp: Comparison, suites: Path) -> Outcome:
                 tests[name] = held.compare(how, [v for v, _ in pairs], [b for _, b in pairs])
     smallest = params.suites[comp.suite].smallest_effect
     return _outcome(comp, values, base, smallest, tests, runs + base_runs)
+
+
+def ensemble_outcome(comp: Comparison, report: dict) -> Outcome:
+    """A variant's ensemble against its mean member (`ablab.ensembles`: a paired bootstrap
+    over the test examples); run where at least MIN_SEEDS members were averaged."""
+    held = report.get("ensembles", {}).get(comp.variant)
+    runs = [r["run_id"] for r in report["runs"]
+            if r["variant"] == comp.variant and r["status"] == "finished"]  # fmt: skip
+    if held is None or held["members"] < MIN_SEEDS:
+        members = held["members"] if held else 0
+        return Outcome(comp, "not run", f"an ensemble of {members} members (at least "
+                       f"{MIN_SEEDS} decide)", members, runs=runs)  # fmt: skip
+    m = held["metrics"][comp.metric]
+    if m["low"] > 0 or m["high"] < 0:
+        status = "as claimed" if (m["diff"] > 0) == (comp.direction == "higher") else "against"
+    else:
+        status = "inconclusive"
+    detail = (f"ensemble of {held['members']} {m['ensemble']:.4g} vs mean member "
+              f"{m['mean_member']:.4g} over {held['examples']} test examples, bootstrap p "
+              f"{m['p']:.3g}")  # fmt: skip
+    return Outcome(comp, status, detail, held["members"], m["diff"], m["low"], m["high"],
+                   runs=runs)  # fmt: skip
 
 
 def full_outcome(params: Params, comp: Comparison, held: dict[str, dict]) -> Outcome:

@@ -288,6 +288,34 @@ def markdown(table: pd.DataFrame, report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def ensemble_markdown(report: dict) -> str:
+    """A suite's ensembles (`ensemble: true`): each variant's seed models averaged, against
+    its mean member, per metric, across test examples; "" where there are none."""
+    held = report.get("ensembles") or {}
+    if not held:
+        return ""
+    head = ["variant", "members", "metric", "ensemble", "mean member (range)",
+            "Δ across test examples [95% CI]", "bootstrap p", "verdict"]  # fmt: skip
+    lines = ["Each variant's seed models averaged (their test probabilities) as one model:",
+             "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]  # fmt: skip
+    for variant, entry in held.items():
+        for metric, m in entry["metrics"].items():
+            word = f"**{m['verdict']}**" if m["verdict"] in ("better", "worse") else m["verdict"]
+            cells = [variant, entry["members"], short(metric), f"{m['ensemble']:.4f}",
+                     f"{m['mean_member']:.4f} ({min(m['members']):.4f}–{max(m['members']):.4f})",
+                     f"{m['diff']:+.4f} [{m['low']:+.4f}, {m['high']:+.4f}]", _p(m["p"]),
+                     word]  # fmt: skip
+            lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def ensemble_metrics(report: dict) -> dict[str, float]:
+    """suite/<variant>+ensemble/<metric> for the MLflow report run."""
+    return {f"{report['suite']}/{slug(variant)}+ensemble/{metric}": m["ensemble"]
+            for variant, entry in (report.get("ensembles") or {}).items()
+            for metric, m in entry["metrics"].items()}  # fmt: skip
+
+
 def _number(value: float, spec: str) -> str:
     return "—" if value is None or math.isnan(value) else format(value, spec)
 
@@ -372,6 +400,8 @@ def build(suite_dirs: list[Path], out: Path) -> dict[str, pd.DataFrame]:
             tables[name] = table
             table.to_csv(staging / f"{name}.csv", index=False, float_format="%.6g")
             text = markdown(table, report)
+            ensembles = ensemble_markdown(report)
+            text += f"\n{ensembles}" if ensembles else ""
             (staging / f"{name}.md").write_text(f"## {name}\n\n{text}")
             images = suite_figures(table, report, staging)
             index += [
@@ -460,11 +490,13 @@ def run_report(params: Params, root: Path, recipe: str = "default") -> dict[str,
             "ablab.recipe": recipe}  # fmt: skip
     tags.update(tracking.origin_tags(root))
     client = MlflowClient()
+    metrics = report_metrics(tables)
     for folder in suite_dirs:
         report = json.loads((folder / "runs.json").read_text())
         verdict_tags(client, tables[report["suite"]], report)
+        metrics.update(ensemble_metrics(report))
     run_name = "report" + ("/full" if full else "")
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
-        tracking.log_metrics(run.info.run_id, report_metrics(tables))
+        tracking.log_metrics(run.info.run_id, metrics)
         mlflow.log_artifacts(str(out))
     return tables

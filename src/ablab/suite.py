@@ -17,7 +17,7 @@ from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from ablab import resume, stats, tracking, units
+from ablab import ensembles, resume, stats, tracking, units
 from ablab.config import (
     ENTRIES,
     Params,
@@ -128,6 +128,7 @@ def unit_trainer(params: Params, suite_name: str, root: Path, processed: Path, r
     total = len(params.suite_runs(suite_name))
     headline, started, trained = params.suite_headline(suite_name), time.monotonic(), [0]
     task = params.experiments[params.suites[suite_name].experiment].task
+    ensemble = params.suites[suite_name].ensemble
 
     def train_unit(run: SuiteRun) -> tuple[dict, dict | None]:
         done = units.finished_units(study, params.suite_runs(suite_name))
@@ -154,11 +155,22 @@ def unit_trainer(params: Params, suite_name: str, root: Path, processed: Path, r
             row.update(
                 summary=_finite(result.summary), history=[_finite(h) for h in result.history]
             )
-            predicted = result.predictions
+            predicted = kept_predictions(result.predictions, ensemble)
         trained[0] += 1
         return row, predicted
 
     return train_unit
+
+
+def kept_predictions(predicted: dict | None, ensemble: bool) -> dict | None:
+    """What a unit keeps of its test predictions: targets and predicted classes, and with
+    `ensemble` its class probabilities (base64 float16: `ensembles.encode`)."""
+    if not predicted:
+        return predicted
+    kept = {k: v for k, v in predicted.items() if k != "probability"}
+    if ensemble and "probability" in predicted:
+        kept["probability"] = ensembles.encode(predicted["probability"])
+    return kept
 
 
 def _write_results(params: Params, suite_name: str, root: Path, results_dir: Path | None,
@@ -189,6 +201,8 @@ def _write_results(params: Params, suite_name: str, root: Path, results_dir: Pat
         "variants": {n: _describe(o) or "(none)" for n, o in suite.variant_overrides().items()},
         "runs": rows,
     }
+    if suite.ensemble:
+        report["ensembles"] = ensemble_rows(report, predictions)
     folder = Path(results_dir or suites_dir(root)) / suite_name
     # runs.json last: the report reads it first, so its presence means the rest is written
     write_atomic(folder / "predictions.npz", predictions_npz(predictions))
@@ -196,6 +210,22 @@ def _write_results(params: Params, suite_name: str, root: Path, results_dir: Pat
     write_atomic(folder / "epochs.csv", variant_curves(report, ENTRIES[task].epoch_metrics))
     write_atomic(folder / "runs.json", json.dumps(report, indent=1, allow_nan=False) + "\n")
     return report
+
+
+def ensemble_rows(report: dict, predictions: dict[str, dict]) -> dict[str, dict]:
+    """Per variant with at least two finished seeds that kept probabilities: its seed models'
+    ensemble against its mean member (`ensembles.evaluate`)."""
+    out = {}
+    for variant in report["variants"]:
+        keys = [f"{variant}/seed{r['seed']}" for r in report["runs"]
+                if r["variant"] == variant and r["status"] == "finished"]  # fmt: skip
+        kept = [predictions[k] for k in keys if "probability" in predictions.get(k, {})]
+        if len(kept) < 2:
+            continue
+        target = np.asarray(kept[0]["target"])
+        members = [ensembles.decode(str(k["probability"]), len(target)) for k in kept]
+        out[variant] = ensembles.evaluate(target, members)
+    return out
 
 
 def variant_curves(report: dict, metrics: tuple[str, ...]) -> str:

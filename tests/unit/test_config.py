@@ -269,7 +269,7 @@ AE = "experiments.ae={task: reconstruct, model: {arch: autoencoder, hidden: [8],
         (
             ["experiments.x={model: {arch: mlp}}"],
             "experiments.x.task: missing; allowed: 'adapt', 'classify', 'generate', "
-            "'masked_lm', 'pseudo_label', 'reconstruct', 'regress', 'translate'",
+            "'masked_lm', 'pseudo_label', 'reconstruct', 'regress', 'tag', 'translate'",
         ),
         (["experiments.mlp.task=explain"], "experiments.mlp.task: got 'explain'; allowed:"),
         # a key the family does not take is an unknown key, named

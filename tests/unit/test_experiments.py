@@ -22,8 +22,14 @@ SMALL = [
 
 def prepare(root, dataset: str) -> None:
     """Tiny data of the dataset's shape: random images (with an evaluator trained on them) or
-    tokens; the real (small) series; a few generated date pairs; the long-range sequences."""
-    from ablab.data.preprocess import preprocess_dates, preprocess_long_range, preprocess_series
+    tokens; the real (small) series; a few generated date pairs or tagged dates; the long-range
+    sequences."""
+    from ablab.data.preprocess import (
+        preprocess_date_tagging,
+        preprocess_dates,
+        preprocess_long_range,
+        preprocess_series,
+    )
     from ablab.data.sources import fetch
     from ablab.evaluator import train_evaluator
 
@@ -36,6 +42,8 @@ def prepare(root, dataset: str) -> None:
         preprocess_long_range(dataset, processed, 0.1, 0.2, 0)
     elif kind == "text":
         write_random_text(processed, dataset, per_split=60)
+    elif kind == "tagging":
+        preprocess_date_tagging(dataset, processed, 0.1, 0.2, 0, 200)
     elif kind == "series":
         fetch(dataset, root / "data" / "raw")
         preprocess_series(dataset, root / "data" / "raw", processed, 0.1, 0.2, 0, 20)

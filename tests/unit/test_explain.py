@@ -176,7 +176,7 @@ def test_explain_logs_a_child_run_of_the_trained_model(store, monkeypatch, capsy
     assert metrics["grad_cam_randomization_rank_correlation"] < 0.5
     assert "ablab.explain.fails_sanity.grad_cam" not in child.data.tags
     artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
-    assert {"explanations.png", "activation_max.png", "faithfulness.png",
+    assert {"explanations.png", "activation_max.png", "filters.png", "faithfulness.png",
             "faithfulness.json"} <= artifacts  # fmt: skip
     written = json.loads((store / "results" / "explain" / "cnn" / "metrics.json").read_text())
     assert written == pytest.approx(metrics)

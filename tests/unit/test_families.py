@@ -25,6 +25,7 @@ TINY = {
     "classify": ("digits", {"arch": "cnn", "channels": [4], "head": [8]}),
     "regress": ("sunspots", {"arch": "rnn", "cell": "gru", "hidden_size": 4}),
     "translate": ("dates", {"arch": "seq2seq", "embedding_dim": 4, "hidden_size": 8}),
+    "tag": ("date_tagging", {"arch": "rnn", "embedding_dim": 4, "hidden_size": 4}),
     "reconstruct": ("digits", {"arch": "autoencoder", "hidden": [16], "code_size": 4,
                                "corruption": {"kind": "masking", "level": 0.3}}),
     "generate": ("digits", {"arch": "dcgan", "channels": [4, 4], "conditional": True}),
@@ -116,6 +117,13 @@ def test_train_names_no_family_and_no_architecture():
     code = re.sub(r'""".*?"""|#[^\n]*', "", source, flags=re.S)  # docstrings and comments
     names = [*FAMILIES, "mlp", "cnn", "rnn", "transformer", "tfidf", "seq2seq", "autoencoder"]
     names += ["arch"]
-    names += ["ImageDataModule", "TextDataModule", "SeriesDataModule", "TranslationDataModule"]
+    names += [
+        "ImageDataModule",
+        "TextDataModule",
+        "SeriesDataModule",
+        "TranslationDataModule",
+        "TaggingDataModule",
+        "DigitNamesDataModule",
+    ]
     found = [n for n in names if re.search(rf"\b{n}\b", code)]
     assert not found, f"train.py switches on {found}"

@@ -22,8 +22,10 @@ class Comparison(Strict):
     scale: Literal["default", "full"] = "default"
     record: str | None = None  # scale full: the record (its name) that holds the values
     # paired: across seeds (and test examples where there are predictions); exact: a
-    # deterministic quantity (a parameter count) compared as it is
-    kind: Literal["paired", "exact"] = "paired"
+    # deterministic quantity (a parameter count) compared as it is; ensemble: the variant's
+    # seed models averaged against its mean member, across test examples (a suite with
+    # `ensemble: true`; no `against`)
+    kind: Literal["paired", "exact", "ensemble"] = "paired"
     # True: the claim promises an effect, so "no difference larger than X" goes against it;
     # False: it promises no loss ("no worse"), so no difference is as claimed
     effect: bool = True
@@ -32,6 +34,9 @@ class Comparison(Strict):
     def _full_needs_a_record(self) -> Comparison:
         if self.scale == "full" and not self.record:
             raise ValueError("scale full reads a record: name it (record: <name>)")
+        if self.kind == "ensemble" and (self.against is not None or self.scale == "full"):
+            raise ValueError("kind ensemble sets a variant's ensemble against its own mean "
+                             "member at default scale: no against, no scale full")  # fmt: skip
         return self
 
 

@@ -18,6 +18,7 @@ DATASETS: dict[str, tuple[str, int]] = {
     "sunspots": ("series", 0),  # regression: no classes
     "dates": ("translation", 0),  # generated (written date, ISO date) pairs
     "long_range": ("text", 4),  # generated: the class is the first token, distractors follow
+    "date_tagging": ("tagging", 7),  # generated: each character's field; 7 written forms
 }
 # which label set a dataset's classes are: transfer that reads source labels as target labels
 # needs the same one
@@ -36,6 +37,7 @@ Dataset = Literal[
     "sunspots",
     "dates",
     "long_range",
+    "date_tagging",
 ]
 Activation = Literal["relu", "leaky_relu", "elu", "gelu", "tanh", "sigmoid", "identity"]
 Init = Literal["default", "xavier", "kaiming"]
@@ -66,6 +68,7 @@ _TAGS = {
         "transformer",
         "tfidf",
         "seq2seq",
+        "captioner",
         "autoencoder",
         "gan",
         "dcgan",
@@ -75,6 +78,7 @@ _TAGS = {
         "classify",
         "regress",
         "translate",
+        "tag",
         "reconstruct",
         "generate",
         "pseudo_label",

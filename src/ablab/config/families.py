@@ -19,6 +19,7 @@ from ablab.config.common import (
 from ablab.config.data import ExperimentData
 from ablab.config.nets import (
     AutoencoderParams,
+    CaptionerParams,
     CNNParams,
     Conv1dParams,
     CycleGANParams,
@@ -33,11 +34,11 @@ from ablab.config.nets import (
 
 # which networks take which kind of input
 ARCH_INPUTS = {
-    "mlp": ("image", "series"), "cnn": ("image",), "rnn": ("text", "series"),
+    "mlp": ("image", "series"), "cnn": ("image",), "rnn": ("text", "series", "tagging"),
     "conv1d": ("series",), "tfidf": ("text",),
     "transformer": ("text",),
-    "seq2seq": ("translation",), "autoencoder": ("image",), "gan": ("image",),
-    "dcgan": ("image",), "cyclegan": ("image",),
+    "seq2seq": ("translation",), "captioner": ("image",), "autoencoder": ("image",),
+    "gan": ("image",), "dcgan": ("image",), "cyclegan": ("image",),
 }  # fmt: skip
 
 
@@ -129,7 +130,8 @@ class ClassifyEntry(EntryBase):
     directions = _directions(
         higher=("test_accuracy", "test_macro_f1", "test_minority_recall", "val_accuracy",
                 "val_macro_f1", "test_shifted_accuracy", "first_step_grad_norm"),
-        lower=("test_shift_drop",),
+        # test_nll, test_ece: an ensemble suite's (ablab.ensembles)
+        lower=("test_shift_drop", "test_nll", "test_ece"),
     )  # fmt: skip
 
 
@@ -147,15 +149,42 @@ class RegressEntry(EntryBase):
 
 
 class TranslateEntry(EntryBase):
+    """A sequence out, decoded a character at a time: from a sequence (seq2seq: encoder-decoder
+    many-to-many) or from one image (captioner: one-to-many, an MNIST digit's name)."""
+
     task: Literal["translate"]
-    model: Seq2SeqParams
-    inputs = ("translation",)
+    model: Annotated[Seq2SeqParams | CaptionerParams, Field(discriminator="arch")]
+    inputs = ("translation", "image")
     test_metrics = ("test_loss", "test_accuracy", "test_char_accuracy")  # accuracy: exact match
     epoch_metrics = ("val_loss", "val_accuracy")
     reported = ("test_accuracy", "test_char_accuracy", "test_loss")
     compared = ("test_accuracy", "test_char_accuracy")
     headline = "test_accuracy"
     directions = _directions(higher=("test_accuracy", "test_char_accuracy", "val_accuracy"))
+
+
+class TagEntry(EntryBase):
+    task: Literal["tag"]
+    model: RNNParams  # its head reads every step's state: synchronous many-to-many
+    inputs = ("tagging",)
+    test_metrics = ("test_loss", "test_token_accuracy", "test_sequence_accuracy")
+    epoch_metrics = ("val_loss", "val_token_accuracy", "val_sequence_accuracy")
+    reported = ("test_token_accuracy", "test_sequence_accuracy", "test_loss")
+    compared = ("test_token_accuracy", "test_sequence_accuracy")
+    headline = "test_sequence_accuracy"
+    directions = _directions(higher=(
+        "test_token_accuracy", "test_sequence_accuracy", "val_token_accuracy",
+        "val_sequence_accuracy",
+    ))  # fmt: skip
+
+    @model_validator(mode="after")
+    def _no_pooling(self) -> TagEntry:
+        if self.model.pooling != "last":
+            raise ValueError(
+                f"model.pooling: a tagger labels every step, nothing is pooled; got "
+                f"{self.model.pooling!r} (leave it out)"
+            )
+        return self
 
 
 class ReconstructEntry(EntryBase):
@@ -336,6 +365,7 @@ ENTRIES: dict[str, type[EntryBase]] = {
     "classify": ClassifyEntry,
     "regress": RegressEntry,
     "translate": TranslateEntry,
+    "tag": TagEntry,
     "reconstruct": ReconstructEntry,
     "generate": GenerateEntry,
     "pseudo_label": PseudoLabelEntry,
@@ -346,6 +376,7 @@ ExperimentEntry = Annotated[
     ClassifyEntry
     | RegressEntry
     | TranslateEntry
+    | TagEntry
     | ReconstructEntry
     | GenerateEntry
     | PseudoLabelEntry
@@ -395,6 +426,12 @@ def check_techniques(exp) -> None:
         raise ValueError(
             f"model.arch: {exp.model.arch} takes {' or '.join(ARCH_INPUTS[exp.model.arch])} "
             f"data; {exp.dataset} is {kind}"
+        )
+    if exp.model.arch == "captioner" and LABEL_SETS.get(exp.dataset) != "digits":
+        digits = ", ".join(d for d, labels in LABEL_SETS.items() if labels == "digits")
+        raise ValueError(
+            f"model.arch: captioner writes a digit's name; data.dataset {exp.dataset} is not "
+            f"digits (allowed: {digits})"
         )
     if exp.train.log_model and (exp.task not in LOGGABLE or exp.model.arch == "tfidf"):
         what = "model.arch tfidf (scikit-learn)" if exp.task in LOGGABLE else f"task {exp.task}"

@@ -27,6 +27,7 @@ from ablab.config.families import (
 )
 from ablab.config.nets import (
     AutoencoderParams,
+    CaptionerParams,
     CNNParams,
     Conv1dParams,
     CycleGANParams,
@@ -50,6 +51,7 @@ ModelParams = Annotated[
     | TfidfParams
     | TransformerParams
     | Seq2SeqParams
+    | CaptionerParams
     | AutoencoderParams
     | GANParams
     | DCGANParams
@@ -150,6 +152,11 @@ class Params(Strict):
             raise invalid(self._source, [
                 f"suites.{suite_name}.headline: got {suite.headline!r}; a {task} suite compares "
                 + ", ".join(repr(m) for m in compared)
+            ])  # fmt: skip
+        if suite.ensemble and task != "classify":
+            raise invalid(self._source, [
+                f"suites.{suite_name}.ensemble: averages classifiers' test probabilities; "
+                f"experiment {suite.experiment} is task {task} (allowed: task classify)"
             ])  # fmt: skip
         base = deep_merge(
             self.experiments[suite.experiment].model_dump(exclude_unset=True),
@@ -338,6 +345,9 @@ def _check_claims(params: Params, full: Params, source: str) -> None:
             if comp.metric not in declared:
                 raise invalid(source, [f"{where}.metric: got {comp.metric!r}; a {task} suite "
                                        f"reports {', '.join(sorted(declared))}"])  # fmt: skip
+            if comp.kind == "ensemble" and not params.suites[comp.suite].ensemble:
+                raise invalid(source, [f"{where}.kind: ensemble reads suite {comp.suite}'s "
+                                       "ensembles; set its `ensemble: true`"])  # fmt: skip
             if comp.scale == "full":
                 record = params.suites[comp.suite].full
                 record = record.record if record is not None else None

@@ -140,6 +140,18 @@ class Seq2SeqParams(Strict):
     attention: bool = True
 
 
+class CaptionerParams(Strict):
+    """One image in, a character sequence out: [Conv -> BatchNorm -> ReLU -> max pool] per
+    channel count -> a code of hidden_size that starts a GRU decoder (no class head)."""
+
+    arch: Literal["captioner"]
+    channels: Annotated[list[Annotated[int, Field(ge=1, le=4096)]], Field(min_length=1)] = [
+        16, 32,
+    ]  # fmt: skip
+    embedding_dim: Annotated[int, Field(ge=1, le=4096)] = 16
+    hidden_size: Annotated[int, Field(ge=1, le=4096)] = 64
+
+
 class Corruption(Strict):
     """How a denoising autoencoder corrupts its training input (the loss is against the clean
     input): Gaussian noise of std `level`, clipped to [0, 1]; masking noise zeroing a `level`

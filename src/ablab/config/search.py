@@ -58,6 +58,9 @@ class Suite(Strict):
     # interval lies within it reads "no difference larger than X", otherwise "underpowered"
     smallest_effect: Annotated[float, Field(gt=0)] = 0.01
     full: FullRecipe | None = None  # the full-size recipe
+    # classifier suites: each variant's seed models averaged (their saved test probabilities)
+    # as one more model, against its mean member (ablab.ensembles); no retraining
+    ensemble: bool = False
 
     @model_validator(mode="after")
     def _variants_or_grid(self) -> Suite:

@@ -15,7 +15,7 @@ from torch.utils.data import TensorDataset
 
 from ablab.config import Augment, ConfigError, Experiment, Skew
 from ablab.config.data import TargetOutliers
-from ablab.data import samplers
+from ablab.data import digit_names, samplers
 from ablab.data.augment import augment
 from ablab.data.preprocess import load_arrays
 
@@ -644,6 +644,36 @@ class TextDataModule(ArrayDataModule):
         return tokens[:, : int(lengths.max())], lengths, y
 
 
+class TaggingDataModule(TextDataModule):
+    """Character sequences with one tag per character (the generated date_tagging task): batches
+    are (tokens, lengths, tags), tags IGNORE past each sequence's end, both cut to the batch's
+    longest sequence. Subsets are stratified by written form (the dataset's labels)."""
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.tensors:
+            return
+        arrays, labels, splits, meta = load_arrays(self.folder, ("tokens", "lengths", "tags"))
+        indices = self._indices(labels, splits)
+        self.vocab = json.loads((self.folder / "vocab.json").read_text())
+        self.texts_path = self.folder / "texts.json"
+        self.indices = indices
+        self.meta = {**meta, "train_size": int(len(indices["train"])),
+                     "val_size": int(len(indices["val"]))}  # fmt: skip
+        for split, idx in indices.items():
+            self.tensors[split] = TensorDataset(
+                *(torch.from_numpy(arrays[n][idx]) for n in ("tokens", "lengths", "tags"))
+            )
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta["fields"])
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        tokens, lengths, tags = batch
+        longest = int(lengths.max())
+        return tokens[:, :longest], lengths, tags[:, :longest]
+
+
 class SeriesDataModule(ArrayDataModule):
     """Windows of a series -> the next value, both standardised with the training windows'
     mean and std; batches are (windows N x T x 1, lengths, targets). `outliers` corrupts a
@@ -696,6 +726,25 @@ class SeriesDataModule(ArrayDataModule):
         return self.tensors["train"].tensors[2]
 
 
+class DigitNamesDataModule(ImageDataModule):
+    """Digit images -> their English names as character ids (EOS-closed): the one-to-many
+    task; batches are (images, name ids). Subsets and splits are by digit, as the classifier's."""
+
+    target_vocab = digit_names.VOCAB
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.tensors:
+            return
+        super().setup(stage)
+        for split, data in self.tensors.items():
+            x, y = data.tensors
+            self.tensors[split] = TensorDataset(x, torch.from_numpy(digit_names.name_ids(y)))
+        self.meta["target_vocab_size"] = len(self.target_vocab)
+
+    def source_text(self, split: str, i: int) -> str:
+        return f"{split} image {i}"
+
+
 class TranslationDataModule(ArrayDataModule):
     """(source ids, source lengths, target ids) of a translation task (generated dates)."""
 
@@ -719,3 +768,7 @@ class TranslationDataModule(ArrayDataModule):
     @property
     def classes(self) -> list[str]:
         return []
+
+    def source_text(self, split: str, i: int) -> str:
+        source, lengths, _ = self.tensors[split].tensors
+        return "".join(self.source_vocab[t] for t in source[i, : lengths[i]].tolist())

@@ -349,6 +349,29 @@ def preprocess_dates(
     return save(name, out_dir, arrays, labels, splits, seed, val_fraction, extra, files)
 
 
+def preprocess_date_tagging(
+    name: str, out_dir: Path, val_fraction: float, test_fraction: float, seed: int,
+    examples: int,
+) -> dict:  # fmt: skip
+    """Generate the written dates with each character's field (by seed), split at random,
+    stratified by written form (the labels are the form's index)."""
+    texts, fields, forms = dates.generate_tagged(examples, seed)
+    vocab = dates.char_vocab(texts)
+    max_len = max(len(t) for t in texts)
+    tokens = dates.encode_chars(texts, vocab, max_len, eos=False)
+    tags = np.full((len(texts), max_len), dates.IGNORE, dtype=np.int64)
+    for row, row_tags in enumerate(fields):
+        tags[row, : len(row_tags)] = row_tags
+    lengths = np.array([len(t) for t in texts], dtype=np.int64)
+    labels = np.array(forms, dtype=np.int64)
+    splits = make_splits(labels, None, val_fraction, test_fraction, seed)
+    extra = {"kind": "tagging", "max_len": max_len, "vocab_size": len(vocab),
+             "fields": dates.FIELDS}  # fmt: skip
+    files = {"vocab.json": json.dumps(vocab) + "\n", "texts.json": json.dumps(texts) + "\n"}
+    arrays = {"tokens": tokens, "lengths": lengths, "tags": tags}
+    return save(name, out_dir, arrays, labels, splits, seed, val_fraction, extra, files)
+
+
 def preprocess_long_range(
     name: str, out_dir: Path, val_fraction: float, test_fraction: float, seed: int
 ) -> dict:
@@ -380,6 +403,8 @@ def preprocess_dataset(name: str, raw_dir: Path, out_dir: Path, knobs: dict) -> 
             "duplicates_removed", "tied_twin_groups_dropped", "undecodable_texts",
             "empty_texts", "truncated_texts", "oov_rate"))  # fmt: skip
         first = f"{name}: vocab {meta['vocab_size']}, {counts}\n"
+    elif kind == "tagging":
+        meta = preprocess_date_tagging(name, out_dir, val, test, seed, knobs["dates"]["examples"])
     elif kind == "translation":
         meta = preprocess_dates(name, out_dir, val, test, seed, knobs["dates"]["examples"])
     elif kind == "series":

@@ -52,17 +52,21 @@ def classes(model: nn.Module, num_classes: int, shape: tuple[int, ...],
 
 
 def channels(model: nn.Module, layer: nn.Module, count: int, shape: tuple[int, ...],
-             cfg: ActivationMaxParams, seed: int, center: float = 0.5) -> torch.Tensor:  # fmt: skip
+             cfg: ActivationMaxParams, seed: int, center: float = 0.5,
+             unit: bool = False) -> torch.Tensor:  # fmt: skip
     """One image per channel of `layer` (its first `count`): image k ascends channel k's mean
-    activation."""
+    activation, or with `unit` the activation of its one unit at the map's centre (what that
+    unit's receptive field holds)."""
     seen: list[torch.Tensor] = []
     handle = layer.register_forward_hook(lambda m, args, out: seen.append(out))
 
     def objective(x: torch.Tensor) -> torch.Tensor:
         seen.clear()
         model(x)
-        maps = seen[-1]
-        return maps[torch.arange(len(x)), torch.arange(len(x))].mean((-2, -1))
+        maps = seen[-1][torch.arange(len(x)), torch.arange(len(x))]
+        if unit:
+            return maps[:, maps.shape[-2] // 2, maps.shape[-1] // 2]
+        return maps.mean((-2, -1))
 
     try:
         return maximize(objective, count, shape, cfg, seed, center)

@@ -70,6 +70,29 @@ def activation_max_figure(class_images: torch.Tensor, classes: Sequence[str],
     return fig
 
 
+def filters_figure(weights: torch.Tensor, first_images: torch.Tensor,
+                   last_images: torch.Tensor, title: str) -> Figure:  # fmt: skip
+    """Top row: the first conv layer's filters (each scaled to its own range; colour filters
+    in colour); middle: the input a centre unit of each responds to most; bottom: the same for
+    the last conv layer's channels (Zeiler & Fergus 2014's question: edges first, parts
+    later?)."""
+    cols = max(len(weights), len(last_images))
+    fig, axes = plt.subplots(3, cols, figsize=(1.2 * cols, 4.2), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for k, w in enumerate(weights):
+        w = (w - w.min()) / (w.max() - w.min()).clamp_min(1e-12)
+        _show(axes[0, k], w)
+        axes[0, k].set_title(f"filter {k}", fontsize=6)
+    for row, images, name in ((1, first_images, "first"), (2, last_images, "last")):
+        for k, image in enumerate(images):
+            _show(axes[row, k], image)
+            axes[row, k].set_title(f"{name} conv ch {k}", fontsize=6)
+    fig.suptitle(title, fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def faithfulness_figure(table: dict[str, dict[str, float]], curves: dict[str, np.ndarray],
                         threshold: float, title: str) -> Figure:  # fmt: skip
     """Left: mean deletion and insertion curves per order; right: the table (deletion AUC,

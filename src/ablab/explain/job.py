@@ -230,8 +230,9 @@ def example_rows(y: torch.Tensor, predicted: torch.Tensor, classes: list[str],
 
 def pictures(model: nn.Module, x: torch.Tensor, y: torch.Tensor, meta: dict,
              cfg: ExplainParams, result: Explanation, title: str) -> dict[str, bytes]:  # fmt: skip
-    """The three PNGs: examples with every method's map, activation maximization, the
-    faithfulness table with its curves."""
+    """The PNGs: examples with every method's map, activation maximization, the first conv
+    layer's filters beside what its units and the last conv layer's respond to (with a conv
+    layer), the faithfulness table with its curves."""
     classes = list(meta["classes"])
     predicted, confidence = predict(model, x)
     rows = example_rows(y, predicted, classes, cfg.examples_per_class)
@@ -255,7 +256,7 @@ def pictures(model: nn.Module, x: torch.Tensor, y: torch.Tensor, meta: dict,
     with torch.enable_grad():
         center = float(meta["mean"])
         class_images = activation_max.classes(model, len(classes), shape, am, cfg.seed, center)
-        channel_images, layer = None, ""
+        channel_images, layer, filters = None, "", None
         try:
             conv = maps.last_conv(model)
             layer = "last conv"
@@ -263,6 +264,11 @@ def pictures(model: nn.Module, x: torch.Tensor, y: torch.Tensor, meta: dict,
             if count:
                 channel_images = activation_max.channels(model, conv, count, shape, am, cfg.seed,
                                                          center)  # fmt: skip
+                first = maps.first_conv(model)
+                units = [activation_max.channels(model, c, min(am.channels, c.out_channels),
+                                                 shape, am, cfg.seed, center, unit=True)
+                         for c in (first, conv)]  # fmt: skip
+                filters = (first.weight[: len(units[0])].detach(), *units)
         except maps.NotApplicable:
             pass
     out["activation_max.png"] = png_bytes(
@@ -274,6 +280,14 @@ def pictures(model: nn.Module, x: torch.Tensor, y: torch.Tensor, meta: dict,
             f"{title}: the input each class (top) and channel (bottom) responds to most",
         )
     )
+    if filters is not None:
+        out["filters.png"] = png_bytes(
+            figures.filters_figure(
+                *filters,
+                f"{title}: the first conv layer's filters (top); the input a centre unit\nof "
+                "each responds to most (middle), and of the last conv layer's (bottom)",
+            )
+        )  # fmt: skip
     out["faithfulness.png"] = png_bytes(
         figures.faithfulness_figure(
             result.table,

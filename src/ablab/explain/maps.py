@@ -20,6 +20,13 @@ class NotApplicable(ValueError):
     """This method cannot explain this network; the message says why and what would do."""
 
 
+def first_conv(model: nn.Module) -> nn.Conv2d:
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise NotApplicable("the network has no conv layer")
+    return convs[0]
+
+
 def last_conv(model: nn.Module) -> nn.Conv2d:
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     if not convs:

@@ -11,6 +11,7 @@ from ablab.families.masked_lm import MaskedLm
 from ablab.families.pseudo_label import PseudoLabel
 from ablab.families.reconstruct import Reconstruct
 from ablab.families.regress import Regress
+from ablab.families.tag import Tag
 from ablab.families.translate import Translate
 
 FAMILIES: dict[str, Family] = {
@@ -19,6 +20,7 @@ FAMILIES: dict[str, Family] = {
         Classify(),
         Regress(),
         Translate(),
+        Tag(),
         Reconstruct(),
         Generate(),
         PseudoLabel(),

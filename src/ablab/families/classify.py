@@ -101,7 +101,8 @@ class ClassificationTask(Task):
     def _reset_eval(self) -> None:
         self._sums = Sums()
         self._confusion: torch.Tensor | None = None  # made on the device of the first batch
-        self._seen: list[tuple[torch.Tensor, torch.Tensor]] = []  # (targets, predictions)
+        # (targets, predictions, class probabilities) per batch
+        self._seen: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         return self.net(*inputs)
@@ -142,7 +143,7 @@ class ClassificationTask(Task):
         self._sums.add(loss=F.cross_entropy(logits, y, reduction="sum"), count=len(y))
         batch = confusion_matrix(preds, y, self.num_classes)
         self._confusion = batch if self._confusion is None else self._confusion + batch
-        self._seen.append((y, preds))
+        self._seen.append((y, preds, logits.detach().float().softmax(1)))
 
     def _eval_end(self, prefix: str) -> torch.Tensor:
         """The split's values, read from the device once; the confusion matrix, on the host."""
@@ -167,9 +168,10 @@ class ClassificationTask(Task):
             self._sums.add(shifted_correct=(self(shifted).argmax(1) == y).sum())
 
     def on_test_epoch_end(self) -> None:
-        targets, preds = zip(*self._seen, strict=True)
+        targets, preds, probabilities = zip(*self._seen, strict=True)
         self.test_predictions = {"target": torch.cat(targets).cpu().numpy(),
-                                 "prediction": torch.cat(preds).cpu().numpy()}  # fmt: skip
+                                 "prediction": torch.cat(preds).cpu().numpy(),
+                                 "probability": torch.cat(probabilities).cpu().numpy()}  # fmt: skip
         shifted = None
         if self.hparams.test_shift:
             sums = self._sums.read()
@@ -248,7 +250,8 @@ class TfidfBaseline:
         y_test = data.tensors["test"].tensors[-1]
         probs = self.model.predict_proba(self.vectorizer.transform(data.texts("test")))
         classes = range(len(data.classes))
-        self.test_predictions = {"target": y_test.numpy(), "prediction": probs.argmax(1)}
+        self.test_predictions = {"target": y_test.numpy(), "prediction": probs.argmax(1),
+                                 "probability": probs.astype(np.float32)}  # fmt: skip
         self.test_confusion = confusion_matrix(
             torch.from_numpy(probs.argmax(1)), y_test, len(data.classes)
         )

@@ -1,6 +1,8 @@
-"""Family `translate`: a sequence in, another out (written dates -> ISO 8601) by an
-encoder-decoder; teacher-forced cross-entropy, greedy decoding, exact-match accuracy, and the
-decoder's attention over the source drawn per example."""
+"""Family `translate`: a character sequence out, decoded one step at a time, from a sequence in
+(written dates -> ISO 8601, an encoder-decoder: many-to-many) or from one image (an MNIST
+digit -> its name, a captioner: one-to-many); teacher-forced cross-entropy, greedy decoding,
+exact-match accuracy, and the decodings (with the attention over the source, or the images)
+drawn per example. A batch is (the network's inputs..., target ids)."""
 
 from __future__ import annotations
 
@@ -12,8 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ablab.config import Experiment
-from ablab.data.datamodules import TranslationDataModule
+from ablab.config import DATASETS, Experiment
+from ablab.data.datamodules import DigitNamesDataModule, TranslationDataModule
 from ablab.data.dates import BOS_ID, EOS_ID, PAD_ID
 from ablab.families.base import Family, Sums, Task, build_error, optimizer_hparams
 from ablab.figures import Figure, plt
@@ -35,9 +37,9 @@ class TranslationTask(Task):
         self._sums = Sums()
 
     def _logits(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        source, lengths, target = batch
+        *inputs, target = batch
         bos = torch.full_like(target[:, :1], BOS_ID)
-        return self.net(source, lengths, torch.cat([bos, target[:, :-1]], 1)), target
+        return self.net(*inputs, torch.cat([bos, target[:, :-1]], 1)), target
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         logits, target = self._logits(batch)
@@ -50,8 +52,7 @@ class TranslationTask(Task):
         real = target != PAD_ID
         loss = F.cross_entropy(logits.transpose(1, 2), target, ignore_index=PAD_ID,
                                reduction="sum")  # fmt: skip
-        source, lengths, _ = batch
-        decoded = self.net.greedy(source, lengths, target.shape[1], BOS_ID)
+        decoded = self.net.greedy(*batch[:-1], target.shape[1], BOS_ID)
         right = (decoded == target) | ~real
         self._sums.add(loss=loss, tokens=real.sum(), exact=right.all(1).sum(),
                        chars=((decoded == target) & real).sum(), count=len(target))  # fmt: skip
@@ -70,7 +71,11 @@ class TranslationTask(Task):
 class Translate(Family):
     name = "translate"
 
-    def data(self, exp: Experiment, processed_dir: Path, fold=None) -> TranslationDataModule:
+    def data(
+        self, exp: Experiment, processed_dir: Path, fold=None
+    ) -> TranslationDataModule | DigitNamesDataModule:
+        if DATASETS[exp.dataset][0] == "image":
+            return DigitNamesDataModule.from_experiment(exp, processed_dir, fold)
         return TranslationDataModule.from_experiment(exp, processed_dir, fold)
 
     def probe_inputs(self, data) -> None:
@@ -79,35 +84,63 @@ class Translate(Family):
     def module(self, exp: Experiment, data: TranslationDataModule) -> TranslationTask:
         meta = data.meta
         try:
-            net = build(exp.model, data.input_shape, 1, meta["source_vocab_size"],
+            net = build(exp.model, data.input_shape, 1, meta.get("source_vocab_size"),
                         meta["target_vocab_size"])  # fmt: skip
         except ValueError as exc:
             raise build_error(exp, exc) from None
         return TranslationTask(net, **optimizer_hparams(exp))
 
     def artifacts(self, exp: Experiment, module: TranslationTask, data, title: str) -> dict:
-        """Greedy decodings of the first test pairs and, with attention, their heat maps."""
-        count = 4
+        """Greedy decodings of the first test examples and, with attention, their heat maps;
+        from images, the images with what was written for each."""
         net = module.net
-        source, lengths, target = (t[:count] for t in data.tensors["test"].tensors)
+        *inputs, target = data.tensors["test"].tensors
+        images = inputs[0].dim() == 4
+        count = 8 if images else 4
+        inputs, target = [t[:count] for t in inputs], target[:count]
         net.eval()
-        decoded = net.greedy(source, lengths, target.shape[1], BOS_ID)
+        decoded = net.greedy(*inputs, target.shape[1], BOS_ID)
+        vocab = data.target_vocab
         rows, out_files = [], {}
         for i in range(count):
-            chars = [data.source_vocab[t] for t in source[i, : lengths[i]].tolist()]
-            out = []
-            for t in decoded[i].tolist():
-                if t == EOS_ID:
-                    break
-                out.append(data.target_vocab[t])
-            rows.append({"source": "".join(chars), "decoded": "".join(out)})
-            if net.last_attention is not None:
-                weights = net.last_attention[i, : len(out), : lengths[i]].numpy()
+            out = _text(decoded[i].tolist(), vocab)
+            rows.append({"source": data.source_text("test", i),
+                         "target": _text(target[i].tolist(), vocab), "decoded": out})  # fmt: skip
+            if getattr(net, "last_attention", None) is not None:
+                chars = list(rows[-1]["source"])
+                weights = net.last_attention[i, : len(out), : len(chars)].numpy()
                 out_files[f"attention_{i}.png"] = alignment_figure(
-                    chars, out, weights, f"{title}: attention"
+                    chars, list(out), weights, f"{title}: attention"
                 )
+        if images:
+            out_files["test_decodings.png"] = decodings_figure(
+                inputs[0], [r["decoded"] for r in rows], title
+            )
         out_files["test_decodings.json"] = rows
         return out_files
+
+
+def _text(ids: list[int], vocab: list[str]) -> str:
+    """Target ids as text, up to the first EOS."""
+    out = []
+    for t in ids:
+        if t == EOS_ID:
+            break
+        if t != PAD_ID:
+            out.append(vocab[t])
+    return "".join(out)
+
+
+def decodings_figure(images: torch.Tensor, words: list[str], title: str) -> Figure:
+    """Each image with the word decoded from it."""
+    fig, axes = plt.subplots(1, len(words), figsize=(1.2 * len(words), 1.6))
+    for ax, image, word in zip(axes, images, words, strict=True):
+        ax.imshow(image.float().mean(0).numpy(), cmap="gray")
+        ax.set_title(word or "(nothing)", fontsize=8)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
 
 
 def alignment_figure(

@@ -7,6 +7,7 @@ from torch import nn
 
 from ablab.config import ModelParams
 from ablab.models.autoencoder import build_conv_autoencoder, build_dense_autoencoder
+from ablab.models.captioner import Captioner
 from ablab.models.cnn import build_cnn
 from ablab.models.mlp import build_mlp
 from ablab.models.rnn import build_rnn
@@ -21,13 +22,17 @@ def build(
     num_outputs: int,
     vocab_size: int | None = None,
     target_vocab_size: int | None = None,
+    each_step: bool = False,
 ) -> nn.Module:
     """The network described by a model section of params.yaml: num_outputs classes (1 for a
-    regression; unused by seq2seq and autoencoders); vocab_size None means a series, not text.
-    Sizes that cannot make a network raise ValueError."""
+    regression; unused by seq2seq and autoencoders); vocab_size None means a series, not text;
+    `each_step`: a recurrent net's outputs at every step (a tagger). Sizes that cannot make a
+    network raise ValueError."""
     options = params.model_dump(exclude={"arch"})
     if params.arch == "seq2seq":
         return Seq2Seq(vocab_size, target_vocab_size, **options)
+    if params.arch == "captioner":
+        return Captioner(input_shape, target_vocab_size, **options)
     options["activation_name"] = options.pop("activation")
     if params.arch == "autoencoder":
         shared = {k: options[k] for k in ("code_size", "activation_name", "code_activation")}
@@ -39,7 +44,7 @@ def build(
     if params.arch == "mlp":
         return build_mlp(input_shape, num_outputs, **options)
     if params.arch == "rnn":
-        return build_rnn(vocab_size, num_outputs, **options)
+        return build_rnn(vocab_size, num_outputs, each_step=each_step, **options)
     if params.arch == "conv1d":
         return build_conv1d(input_shape, num_outputs, **options)
     if params.arch == "transformer":

@@ -33,14 +33,16 @@ class AdditiveAttention(nn.Module):
 
 class RecurrentNet(nn.Module):
     """Many-to-one: (tokens N x T, lengths N) -> N x num_outputs; with vocab_size None the
-    input is already a sequence of feature vectors (N x T x input_size), e.g. a time series."""
+    input is already a sequence of feature vectors (N x T x input_size), e.g. a time series.
+    With `each_step`, synchronous many-to-many: the head reads every step's state, N x T x
+    num_outputs (no pooling; padded steps' outputs are there to be ignored)."""
 
     def __init__(
         self, vocab_size: int | None, num_outputs: int, cell: str = "lstm", embedding_dim: int = 64,
         hidden_size: int = 64, layers: int = 1, bidirectional: bool = False,
         dropout: float = 0.0, pooling: str = "last", head: Sequence[int] = (),
         head_dropout: float = 0.0, activation_name: str = "relu", input_size: int = 1,
-        forget_bias: float = 0.0,
+        forget_bias: float = 0.0, each_step: bool = False,
     ) -> None:  # fmt: skip
         super().__init__()
         self.embedding = None
@@ -57,7 +59,7 @@ class RecurrentNet(nn.Module):
                 for name, bias in self.rnn.named_parameters():
                     if name.startswith("bias_"):
                         bias[forget] = forget_bias if name.startswith("bias_ih") else 0.0
-        self.cell, self.pooling = cell, pooling
+        self.cell, self.pooling, self.each_step = cell, pooling, each_step
         self.directions = 2 if bidirectional else 1
         size = hidden_size * self.directions
         self.attention = AdditiveAttention(size) if pooling == "attention" else None
@@ -72,6 +74,9 @@ class RecurrentNet(nn.Module):
             embedded, lengths.cpu(), batch_first=True, enforce_sorted=False
         )
         states, final = self.rnn(packed)
+        if self.each_step:
+            states, _ = pad_packed_sequence(states, batch_first=True, total_length=tokens.shape[1])
+            return self.head(states)
         if self.pooling == "last":
             h_n = final[0] if self.cell == "lstm" else final  # layers*directions x N x H
             pooled = torch.cat(list(h_n[-self.directions :]), dim=1)
