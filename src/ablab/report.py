@@ -310,8 +310,8 @@ def ensemble_markdown(report: dict) -> str:
 
 
 def ensemble_metrics(report: dict) -> dict[str, float]:
-    """suite/<variant>+ensemble/<metric> for the MLflow report run."""
-    return {f"{report['suite']}/{slug(variant)}+ensemble/{metric}": m["ensemble"]
+    """<suite>/<variant>/ensemble_<metric> for the MLflow report run."""
+    return {f"{report['suite']}/{slug(variant)}/ensemble_{metric}": m["ensemble"]
             for variant, entry in (report.get("ensembles") or {}).items()
             for metric, m in entry["metrics"].items()}  # fmt: skip
 

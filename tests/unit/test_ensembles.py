@@ -144,3 +144,23 @@ def test_ensembles_refused_where_they_cannot_be(tmp_path):
     tree["claims"]["C40"]["comparisons"][0]["against"] = "wide"
     with pytest.raises(ConfigError, match="kind ensemble sets a variant's ensemble"):
         load(write(tmp_path, tree))
+
+
+def test_the_report_run_logs_each_ensemble_under_a_name_mlflow_takes(tmp_path):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from ablab import tracking
+    from ablab.report import ensemble_markdown, ensemble_metrics
+
+    target, probs = members(4, n=200, count=3)
+    report = {"suite": "ensembles", "ensembles": {"plain": ensembles.evaluate(target, probs)}}
+    metrics = ensemble_metrics(report)
+    assert set(metrics) == {f"ensembles/plain/ensemble_{m}" for m in ensembles.METRICS}
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    with mlflow.start_run() as run:
+        tracking.log_metrics(run.info.run_id, metrics)
+    logged = MlflowClient().get_run(run.info.run_id).data.metrics
+    assert logged == pytest.approx(metrics)
+    table = ensemble_markdown(report)
+    assert table.count("| plain | 3 |") == len(ensembles.METRICS)
