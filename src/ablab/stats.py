@@ -34,7 +34,7 @@ class Paired:
     diff: float  # mean of the per-seed differences
     low: float  # 95% CI (t, n - 1 degrees of freedom); NaN below two seeds
     high: float
-    p: float  # paired t-test, two-sided; NaN below two seeds or without spread
+    p: float  # paired t-test, two-sided; NaN below two seeds or where nothing differs
     sd: float  # standard deviation of the per-seed differences
     d_z: float  # effect size: diff / sd
 
@@ -65,8 +65,10 @@ def paired_seeds(baseline: dict[int, float], variant: dict[int, float]) -> Paire
     if n < 2:
         return Paired(1, diff, *(math.nan,) * 5)
     sd = float(d.std(ddof=1))
-    if sd == 0.0:
-        return Paired(n, diff, diff, diff, math.nan, 0.0, math.nan)
+    if sd == 0.0:  # every seed moved by the same amount: t is infinite (p 0, as scipy's) unless
+        # there was nothing to move (0/0: no p)
+        p = 0.0 if diff != 0 else math.nan
+        return Paired(n, diff, diff, diff, p, 0.0, math.nan)
     se = sd / math.sqrt(n)
     t = diff / se
     half = float(stats.t.ppf(1 - ALPHA / 2, n - 1)) * se

@@ -42,6 +42,15 @@ def test_paired_edge_cases():
     assert stats.paired_seeds({1: 0.5}, {2: 0.6}).n == 0
     flat = stats.paired_seeds({1: 0.5, 2: 0.6}, {1: 0.5, 2: 0.6})
     assert flat.diff == 0 and math.isnan(flat.p)
+    # every seed moved by exactly the same amount (a deterministic ceiling, e.g. a tagger
+    # that reads one way): t is infinite, p 0 as scipy gives it, not "no evidence"
+    base, var = {1: 0.7683, 2: 0.7683, 3: 0.7683}, {1: 1.0, 2: 1.0, 3: 1.0}
+    shifted = stats.paired_seeds(base, var)
+    reference = scipy_stats.ttest_rel(list(var.values()), list(base.values()))
+    assert shifted.p == reference.pvalue == 0.0
+    assert (shifted.low, shifted.high) == pytest.approx((0.2317, 0.2317))
+    better = stats.compare(base, {"both_ways": var}, {"both_ways": None}, True, 0.01)
+    assert better["both_ways"].verdict == "better"
 
 
 @pytest.mark.parametrize("n", [3, 5, 8])
