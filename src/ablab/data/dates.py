@@ -96,3 +96,14 @@ def encode_chars(texts: list[str], vocab: list[str], max_len: int, eos: bool) ->
         seq = [index[c] for c in text] + ([EOS_ID] if eos else [])
         ids[row, : len(seq)] = seq
     return ids
+
+
+def decode_chars(ids: list[int], vocab: list[str]) -> str:
+    """Ids as text, up to the first EOS (padding dropped)."""
+    out = []
+    for t in ids:
+        if t == EOS_ID:
+            break
+        if t != PAD_ID:
+            out.append(vocab[t])
+    return "".join(out)

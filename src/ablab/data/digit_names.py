@@ -15,14 +15,3 @@ def name_ids(labels: np.ndarray) -> np.ndarray:
     """N x LENGTH character ids of each digit's name, EOS-closed and padded."""
     table = encode_chars(NAMES, VOCAB, LENGTH, eos=True)
     return table[np.asarray(labels, dtype=np.int64)]
-
-
-def decode(ids: list[int]) -> str:
-    """A decoded id sequence as text, up to its first EOS (specials dropped)."""
-    out = []
-    for t in ids:
-        if VOCAB[t] == "<eos>":
-            break
-        if not VOCAB[t].startswith("<"):
-            out.append(VOCAB[t])
-    return "".join(out)

@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 from ablab.config import DATASETS, Experiment
 from ablab.data.datamodules import DigitNamesDataModule, TranslationDataModule
-from ablab.data.dates import BOS_ID, EOS_ID, PAD_ID
+from ablab.data.dates import BOS_ID, PAD_ID, decode_chars
 from ablab.families.base import Family, Sums, Task, build_error, optimizer_hparams
 from ablab.figures import Figure, plt
 from ablab.models import build
@@ -103,9 +103,9 @@ class Translate(Family):
         vocab = data.target_vocab
         rows, out_files = [], {}
         for i in range(count):
-            out = _text(decoded[i].tolist(), vocab)
-            rows.append({"source": data.source_text("test", i),
-                         "target": _text(target[i].tolist(), vocab), "decoded": out})  # fmt: skip
+            out = decode_chars(decoded[i].tolist(), vocab)
+            truth = decode_chars(target[i].tolist(), vocab)
+            rows.append({"source": data.source_text("test", i), "target": truth, "decoded": out})
             if getattr(net, "last_attention", None) is not None:
                 chars = list(rows[-1]["source"])
                 weights = net.last_attention[i, : len(out), : len(chars)].numpy()
@@ -118,17 +118,6 @@ class Translate(Family):
             )
         out_files["test_decodings.json"] = rows
         return out_files
-
-
-def _text(ids: list[int], vocab: list[str]) -> str:
-    """Target ids as text, up to the first EOS."""
-    out = []
-    for t in ids:
-        if t == EOS_ID:
-            break
-        if t != PAD_ID:
-            out.append(vocab[t])
-    return "".join(out)
 
 
 def decodings_figure(images: torch.Tensor, words: list[str], title: str) -> Figure:
