@@ -196,6 +196,25 @@ class Task(pl.LightningModule):
         }
 
 
+class NetTask(Task):
+    """A Task over one network (`self.net`) taking only the optimizer and schedule
+    hyperparameters, whose evaluation sums its values in `self._sums` (a translator, a
+    tagger)."""
+
+    def __init__(
+        self, net: nn.Module, optimizer: str = "adam", lr: float = 1e-3,
+        weight_decay: float = 0.0, momentum: float = 0.9, schedule: dict | None = None,
+        max_epochs: int = 1,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.save_hyperparameters(ignore=["net"])
+        self.net = net
+        self._reset_eval()
+
+    def _reset_eval(self) -> None:
+        self._sums = Sums()
+
+
 def optimizer_hparams(exp: Experiment) -> dict[str, Any]:
     """The optimizer and schedule arguments every Task takes, from the experiment."""
     hp = exp.train

@@ -7,30 +7,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 from ablab.config import Experiment
 from ablab.data.datamodules import TaggingDataModule
 from ablab.data.dates import IGNORE
-from ablab.families.base import Family, Sums, Task, build_error, optimizer_hparams
+from ablab.families.base import Family, NetTask, build_error, optimizer_hparams
 from ablab.models import build
 
 
-class TaggingTask(Task):
-    def __init__(
-        self, net: nn.Module, optimizer: str = "adam", lr: float = 1e-3,
-        weight_decay: float = 0.0, momentum: float = 0.9, schedule: dict | None = None,
-        max_epochs: int = 1,
-    ) -> None:  # fmt: skip
-        super().__init__()
-        self.save_hyperparameters(ignore=["net"])
-        self.net = net
-        self._reset_eval()
-
-    def _reset_eval(self) -> None:
-        self._sums = Sums()
-
+class TaggingTask(NetTask):
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.net(tokens, lengths)
 

@@ -11,31 +11,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 from ablab.config import DATASETS, Experiment
 from ablab.data.datamodules import DigitNamesDataModule, TranslationDataModule
 from ablab.data.dates import BOS_ID, PAD_ID, decode_chars
-from ablab.families.base import Family, Sums, Task, build_error, optimizer_hparams
+from ablab.families.base import Family, NetTask, build_error, optimizer_hparams
 from ablab.figures import Figure, plt
 from ablab.models import build
 
 
-class TranslationTask(Task):
-    def __init__(
-        self, net: nn.Module, optimizer: str = "adam", lr: float = 1e-3,
-        weight_decay: float = 0.0, momentum: float = 0.9, schedule: dict | None = None,
-        max_epochs: int = 1,
-    ) -> None:  # fmt: skip
-        super().__init__()
-        self.save_hyperparameters(ignore=["net"])
-        self.net = net
-        self._reset_eval()
-
-    def _reset_eval(self) -> None:
-        self._sums = Sums()
-
+class TranslationTask(NetTask):
     def _logits(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         *inputs, target = batch
         bos = torch.full_like(target[:, :1], BOS_ID)
