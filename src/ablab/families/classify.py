@@ -136,14 +136,15 @@ class ClassificationTask(Task):
         if self.hparams.max_norm is not None:
             regularize.apply_max_norm(self.net, self.hparams.max_norm)
 
-    def _eval_step(self, batch) -> None:
+    def _eval_step(self, batch) -> torch.Tensor:
+        """Sums a validation or test batch's loss and confusion; returns its logits."""
         *inputs, y = batch
         logits = self(*inputs)
         preds = logits.argmax(1)
         self._sums.add(loss=F.cross_entropy(logits, y, reduction="sum"), count=len(y))
         batch = confusion_matrix(preds, y, self.num_classes)
         self._confusion = batch if self._confusion is None else self._confusion + batch
-        self._seen.append((y, preds, logits.detach().float().softmax(1)))
+        return logits
 
     def _eval_end(self, prefix: str) -> torch.Tensor:
         """The split's values, read from the device once; the confusion matrix, on the host."""
@@ -160,7 +161,9 @@ class ClassificationTask(Task):
         return confusion
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self._eval_step(batch)
+        logits = self._eval_step(batch).detach()
+        # kept for the test predictions only (validation keeps none)
+        self._seen.append((batch[-1], logits.argmax(1), logits.float().softmax(1)))
         if self.hparams.test_shift:
             x, y = batch
             shifted = shifted_test_images(x, self.hparams.test_shift, self.hparams.background,
