@@ -24,6 +24,7 @@ from ablab.config import DiagnoseParams, Experiment, Params, higher_is_better
 from ablab.families import DivergedError, Family, Fit, family
 from ablab.files import write_atomic
 from ablab.models import count_parameters, dead_relu_fraction
+from ablab.optim import MomentumRamp
 
 # Data lives in memory as tensors: worker processes would only add start-up cost.
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -140,6 +141,11 @@ def _callbacks(exp: Experiment, fam: Family, run_id: str | None, ckpt_dir: Path)
             EarlyStopping(monitor=stop.monitor, mode=mode, patience=stop.patience,
                           min_delta=stop.min_delta)
         )  # fmt: skip
+    schedule = exp.train.schedule
+    if schedule.momentum_epochs:
+        callbacks.append(
+            MomentumRamp(schedule.momentum_start, exp.train.momentum, schedule.momentum_epochs)
+        )
     return callbacks
 
 

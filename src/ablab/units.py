@@ -45,7 +45,18 @@ def unit_id(run: SuiteRun) -> str:
     out: workers share the cores among themselves."""
     what = run.experiment.model_dump(mode="json")
     what["train"].pop("threads")
+    _drop_unused_schedule_knobs(what["train"]["schedule"])
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _drop_unused_schedule_knobs(schedule: dict) -> None:
+    """The schedule's knobs that leave training as it was before they existed (inverse_power's
+    rate and power under another schedule, the momentum ramp's start when it is off) are left
+    out, so that units and records from before them keep their ids."""
+    if schedule["name"] != "inverse_power":
+        del schedule["rate"], schedule["power"]
+    if not schedule["momentum_epochs"]:
+        del schedule["momentum_start"], schedule["momentum_epochs"]
 
 
 def finished_units(study: optuna.Study, runs: list[SuiteRun]) -> list[dict]:

@@ -129,6 +129,27 @@ def test_plateau_with_warmup_is_refused_at_load(tmp_path):
         )
 
 
+def test_a_momentum_ramp_without_momentum_is_refused_at_load(tmp_path):
+    with pytest.raises(ConfigError, match="experiments.mlp.train: .*momentum_epochs.*'adam'"):
+        load(write(tmp_path, TINY_PARAMS), ["experiments.mlp.train.schedule.momentum_epochs=5"])
+    exp = load(
+        write(tmp_path, TINY_PARAMS),
+        [
+            "experiments.mlp.train.optimizer=momentum",
+            "experiments.mlp.train.schedule.momentum_epochs=5",
+        ],
+    ).experiment("mlp")
+    assert exp.train.schedule.momentum_epochs == 5
+
+
+def test_a_per_step_schedule_on_a_gan_is_refused_at_load(tmp_path):
+    tree = copy.deepcopy(TINY_PARAMS)
+    tree["experiments"]["gan"] = {"task": "generate", "model": {"arch": "gan"},
+                                  "train": {"schedule": {"name": "inverse_power"}}}  # fmt: skip
+    with pytest.raises(ConfigError, match="experiments.gan: train.schedule.name: .*once per epoch"):
+        load(write(tmp_path, tree))
+
+
 def with_suite(tmp_path, suite):
     tree = copy.deepcopy(TINY_PARAMS)
     tree["suites"] = {"s": suite}
@@ -189,6 +210,20 @@ def test_full_recipe_replaces_seeds_merges_common_and_adds_variants(tmp_path):
     deep = runs[-1].experiment
     assert deep.train.max_epochs == 9 and deep.subset == 100 and deep.model.depth == 3
     assert params.suites["s"].seeds == [1, 2]  # the default suite is unchanged
+
+
+def test_full_recipe_runs_only_the_variants_it_names(tmp_path):
+    path = with_suite(tmp_path, {
+        "experiment": "mlp", "seeds": [1], "baseline": "baseline",
+        "variants": {"baseline": {}, "wide": {"model.width": 64}},
+        "full": {"variants": {"deep": {"model.depth": 3}}, "only": ["baseline", "deep"]},
+    })  # fmt: skip
+    runs = load(path).full_size().suite_runs("s")
+    assert [r.variant for r in runs] == ["baseline", "deep"]
+    with pytest.raises(ConfigError, match="full.only: the baseline 'baseline' must run too"):
+        load(path, ["suites.s.full.only=[deep]"])
+    with pytest.raises(ConfigError, match="full.only: dep not a variant; variants: baseline"):
+        load(path, ["suites.s.full.only=[baseline, dep]"])
 
 
 @pytest.mark.parametrize(

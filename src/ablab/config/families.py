@@ -439,6 +439,11 @@ def check_techniques(exp) -> None:
             f"train.log_model: {what} logs no standalone model (those that do: task "
             f"{', '.join(LOGGABLE)}, a network); set train.log_model: false"
         )
+    if exp.task == "generate" and exp.train.schedule.name == "inverse_power":
+        raise ValueError(
+            "train.schedule.name: a GAN's schedules step once per epoch (none, step, "
+            "exponential, cosine, plateau); got 'inverse_power', which steps every batch"
+        )
     monitor = exp.train.early_stopping.monitor
     if monitor not in entry.epoch_metrics:
         raise ValueError(

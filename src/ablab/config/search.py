@@ -35,11 +35,13 @@ class RecordSpec(Strict):
 class FullRecipe(Strict):
     """The suite at full size (`ablab suite NAME --full`): its own seeds, `common` merged
     over the suite's, and variants added to the suite's (those the default run leaves out);
-    `record`, what `--record` writes of it."""
+    `only`, where set, the variants it runs of those (the baseline among them); `record`, what
+    `--record` writes of it."""
 
     seeds: Seeds | None = None
     common: dict[str, Any] = {}
     variants: dict[str, dict[str, Any]] = {}
+    only: Annotated[list[str], Field(min_length=1)] | None = None
     record: RecordSpec | None = None
 
 
@@ -69,8 +71,18 @@ class Suite(Strict):
         if self.baseline is not None and self.baseline not in self.variant_overrides():
             names = ", ".join(self.variant_overrides())
             raise ValueError(f"baseline {self.baseline!r} is not a variant; variants: {names}")
-        if self.full is not None and self.full.variants and self.grid:
-            raise ValueError("full.variants: a grid suite's full recipe changes seeds and common")
+        if self.full is not None and (self.full.variants or self.full.only) and self.grid:
+            raise ValueError(
+                "full.variants, full.only: a grid suite's full recipe changes seeds and common"
+            )
+        if self.full is not None and self.full.only is not None:
+            known = {**self.variants, **self.full.variants}
+            unknown = [name for name in self.full.only if name not in known]
+            if unknown:
+                raise ValueError(f"full.only: {', '.join(unknown)} not a variant; variants: "
+                                 f"{', '.join(known)}")  # fmt: skip
+            if self.baseline_name() not in self.full.only:
+                raise ValueError(f"full.only: the baseline {self.baseline_name()!r} must run too")
         return self
 
     def full_size(self) -> Suite:
@@ -79,6 +91,8 @@ class Suite(Strict):
             return self
         common = deep_merge(nest_overrides(self.common), nest_overrides(self.full.common))
         variants = {**self.variants, **self.full.variants} if self.variants else {}
+        if self.full.only is not None:
+            variants = {name: variants[name] for name in self.full.only}
         seeds = self.full.seeds or self.seeds
         return self.model_copy(
             update={"seeds": seeds, "common": common, "variants": variants, "full": None}

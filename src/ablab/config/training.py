@@ -20,18 +20,26 @@ class EarlyStopping(Strict):
 
 
 class Schedule(Strict):
-    """Learning-rate schedule, stepped once per epoch."""
+    """Learning-rate schedule, stepped once per epoch, except inverse_power: lr / (1 + rate
+    p)^power at training progress p (steps done / all steps, 0 to 1), set every step (Ganin
+    et al. 2016: rate 10, power 0.75). Momentum (momentum and nesterov) may rise linearly from
+    `momentum_start` to train.momentum over the first `momentum_epochs` epochs, then stay
+    (Srivastava et al. 2014: 0.5 to 0.99); momentum_epochs 0: train.momentum throughout."""
 
-    name: Literal["none", "step", "exponential", "cosine", "plateau"] = "none"
+    name: Literal["none", "step", "exponential", "cosine", "plateau", "inverse_power"] = "none"
     step_size: Annotated[int, Field(ge=1)] = 5  # step: epochs between decays
     gamma: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5  # step, exponential, plateau factor
     patience: Annotated[int, Field(ge=0)] = 2  # plateau: epochs without val_loss improvement
     warmup_epochs: Annotated[int, Field(ge=0)] = 0  # linear warm-up from lr/10 before the rest
+    rate: Annotated[float, Field(ge=0.0, le=1e6)] = 10.0  # inverse_power's rate
+    power: Annotated[float, Field(ge=0.0, le=100.0)] = 0.75  # inverse_power's power
+    momentum_start: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.5
+    momentum_epochs: Annotated[int, Field(ge=0, le=10000)] = 0
 
     @model_validator(mode="after")
     def _plateau_has_no_warmup(self) -> Schedule:
-        if self.name == "plateau" and self.warmup_epochs:
-            raise ValueError("warmup_epochs must be 0 with the plateau schedule")
+        if self.name in ("plateau", "inverse_power") and self.warmup_epochs:
+            raise ValueError(f"warmup_epochs must be 0 with the {self.name} schedule")
         return self
 
 
@@ -139,6 +147,15 @@ class TrainParams(Strict):
                 "(units share a GPU side by side: --workers N)"
             )
         return devices
+
+    @model_validator(mode="after")
+    def _momentum_ramp_needs_momentum(self) -> TrainParams:
+        if self.schedule.momentum_epochs and self.optimizer not in ("momentum", "nesterov"):
+            raise ValueError(
+                f"schedule.momentum_epochs ramps the momentum of optimizer momentum or "
+                f"nesterov; got optimizer {self.optimizer!r} (set momentum_epochs 0)"
+            )
+        return self
 
     @field_validator("folds")
     @classmethod

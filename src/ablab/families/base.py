@@ -23,7 +23,7 @@ from torch import nn
 from ablab import regularize
 from ablab.config import ENTRIES, ConfigError, Experiment
 from ablab.models import count_parameters
-from ablab.optim import make_optimizer, make_scheduler
+from ablab.optim import PER_STEP, make_optimizer, make_scheduler
 
 
 class DivergedError(RuntimeError):
@@ -185,14 +185,18 @@ class Task(pl.LightningModule):
         optimizer = make_optimizer(
             self.optimizer_parameters(), hp.optimizer, hp.lr, hp.weight_decay, hp.momentum
         )
+        schedule = hp.schedule or {"name": "none"}
+        per_step = schedule["name"] in PER_STEP
         scheduler = make_scheduler(
-            optimizer, max_epochs=hp.max_epochs, **(hp.schedule or {"name": "none"})
-        )
+            optimizer, max_epochs=hp.max_epochs, **schedule,
+            total_steps=int(self.trainer.estimated_stepping_batches) if per_step else None,
+        )  # fmt: skip
         if scheduler is None:
             return optimizer
+        interval = "step" if per_step else "epoch"
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "monitor": "val_loss"},
+            "lr_scheduler": {"scheduler": scheduler, "interval": interval, "monitor": "val_loss"},
         }
 
 
