@@ -4,12 +4,14 @@ that a dead worker's trial fails after two intervals and is queued again."""
 
 from __future__ import annotations
 
+import threading
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import optuna
+import sqlalchemy.exc
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
@@ -46,10 +48,18 @@ def masked(url: str) -> str:
         return url.split("://", 1)[0] + "://***"
 
 
+def _heartbeat_hook(args: threading.ExceptHookArgs) -> None:
+    """A thread's uncaught error: the heartbeat's when the storage is lost is left to the main
+    thread's one message (`storage_down`); any other goes to Python's own hook."""
+    if storage_lost(args.exc_value) is None:
+        threading.__excepthook__(args)
+
+
 def open_storage(url: str, heartbeat_seconds: int, max_retry: int) -> RDBStorage:
     """The RDB storage with heartbeats; a dead worker's trial is FAIL after two intervals and
     queued again (at most `max_retry` times). An unreachable URL raises StorageError before
     anything is created."""
+    threading.excepthook = _heartbeat_hook
     try:
         return RDBStorage(
             url,
@@ -60,17 +70,59 @@ def open_storage(url: str, heartbeat_seconds: int, max_retry: int) -> RDBStorage
         )
     except Exception as exc:  # SQLAlchemy, driver or URL errors: all mean "cannot open"
         reason = str(exc).splitlines()[0]
-        from sqlalchemy.engine import make_url
-
-        try:
-            password = make_url(url).password
-        except Exception:
-            password = None
+        password = _password(url)
         if password:
-            reason = reason.replace(str(password), "***")
+            reason = reason.replace(password, "***")
         raise StorageError(
             f"params.yaml: tune.storage: cannot open {masked(url)}: {reason}"
         ) from None
+
+
+# what a storage that stopped answering mid-run raises: Optuna wraps a failed commit, and
+# SQLAlchemy raises the driver's connection errors as they are
+STORAGE_DOWN = (
+    optuna.exceptions.StorageInternalError,
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+)
+
+
+def storage_lost(exc: BaseException) -> BaseException | None:
+    """The STORAGE_DOWN error in `exc`'s chain (Optuna may raise another error while handling
+    it: a failed commit in `tell` ends as an UnboundLocalError), else None."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, STORAGE_DOWN):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def storage_down(params: Params, root: Path, exc: BaseException) -> StorageError:
+    """The one message for a storage lost mid-run (`exc`, from `storage_lost`): its URL
+    (password masked), the driver's reason, and that nothing unfinished was marked done."""
+    url = storage_url(params.tune, root)
+    cause = exc.__cause__ or exc
+    reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:200]
+    password = _password(url)
+    if password:
+        reason = reason.replace(password, "***")
+    return StorageError(
+        f"params.yaml: tune.storage: {masked(url)} stopped answering mid-run ({reason}); what "
+        "finished is kept, the unit or trial in flight is not marked done: run the same "
+        "command again once the database answers"
+    )
+
+
+def _password(url: str) -> str | None:
+    from sqlalchemy.engine import make_url
+
+    try:
+        password = make_url(url).password
+    except Exception:
+        return None
+    return str(password) if password else None
 
 
 def params_storage(params: Params, root: Path) -> tuple[RDBStorage, int]:

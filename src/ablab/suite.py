@@ -17,7 +17,7 @@ from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from ablab import ensembles, resume, stats, tracking, units
+from ablab import ensembles, resume, stats, studies, tracking, units
 from ablab.config import (
     ENTRIES,
     Params,
@@ -84,6 +84,9 @@ def run_suite(
         killed = isinstance(exc, KeyboardInterrupt | SystemExit)
         client.set_terminated(parent_id, RunStatus.to_string(
             RunStatus.KILLED if killed else RunStatus.FAILED))  # fmt: skip
+        lost = studies.storage_lost(exc)
+        if lost is not None:
+            raise studies.storage_down(params, root, lost) from None
         _add_seconds(study, time.monotonic() - started)
         raise
     zombies = units.close_zombies(client, parent_id)  # killed where no retry resumed them

@@ -4,8 +4,10 @@ return figures and dicts; this module is what logs them."""
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -64,6 +66,7 @@ def use_store(root: Path, experiment: str) -> str:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     if not local:
         check_server(uri)
+        say_when_retrying(uri)
         return _experiment_id(experiment, None)
     (store_root(root) / "mlruns").mkdir(parents=True, exist_ok=True)
     location = f"{artifact_root(root)}/{experiment}"
@@ -84,6 +87,34 @@ def use_store(root: Path, experiment: str) -> str:
 
 class StoreUnreachable(ConfigError):
     """The tracking server in MLFLOW_TRACKING_URI does not answer."""
+
+
+class _RetryLine(logging.Handler):
+    """Turns urllib3's retry warnings (MLflow's client retrying a request the server did not
+    answer) into one line of ours per retry."""
+
+    def __init__(self, uri: str) -> None:
+        super().__init__(logging.WARNING)
+        self.uri = uri
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if not message.startswith("Retrying"):
+            return
+        reason = message.split("after ", 1)[-1].split(":", 1)[0][:120]
+        tries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7")
+        print(f"MLflow tracking server {self.uri} did not answer ({reason}): retrying with "
+              f"backoff ({tries} tries over about 2 minutes); training goes on meanwhile",
+              file=sys.stderr, flush=True)  # fmt: skip
+
+
+def say_when_retrying(uri: str) -> None:
+    """While the tracking server is away (restarted, say), MLflow's client retries each request
+    with backoff; this makes each retry one clear line instead of nothing."""
+    logger = logging.getLogger("urllib3.connectionpool")
+    if not any(isinstance(h, _RetryLine) for h in logger.handlers):
+        logger.addHandler(_RetryLine(uri))
+        logger.propagate = False
 
 
 def check_server(uri: str, timeout: float = 5.0) -> None:

@@ -298,9 +298,12 @@ def run_tune(
         helpers = _spawn_workers(root, workers - 1, threads, parent_id, params_file, sets or [])
     try:
         work(params, root, parent_id, threads)
-    except BaseException:
+    except BaseException as exc:
         for helper in helpers:
             helper.kill()
+        lost = studies.storage_lost(exc)
+        if lost is not None:
+            raise studies.storage_down(params, root, lost) from None
         raise
     codes = [p.wait() for p in helpers]
     if any(codes):

@@ -87,6 +87,26 @@ class Postgres:
         self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "ablab", "optuna")
         return self
 
+    def database(self, name: str) -> str:
+        """A second database on the same server (e.g. MLflow's beside Optuna's): its URL."""
+        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "ablab", name)
+        return self.url.rsplit("/", 1)[0] + f"/{name}"
+
+    def connections(self) -> int:
+        """Client connections open on the server now (this query's own left out)."""
+        out = self._run("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "ablab", "-At",
+                        "-d", "optuna", "-c", "select count(*) - 1 from pg_stat_activity "
+                        "where backend_type = 'client backend'")  # fmt: skip
+        return int(out.stdout.strip())
+
+    def halt(self) -> None:
+        """The server stops at once (clients lose their connections); `resume` starts it."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    def resume(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.base / "log"), "-w", "-o",
+                  f"-h 127.0.0.1 -p {self.port} -k {self.base}", "start")  # fmt: skip
+
     def stop(self) -> None:
         try:
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
