@@ -9,7 +9,8 @@ check, the heartbeat thread) over a study of tiny units whose "training" is what
 sends through the server: its run created with ablab's tags, its ~60 params, two epochs of
 metrics, three small artifacts (a 30 kB figure, params.yaml, diagnosis.md), the run ended.
 No network is trained, so the seconds per unit are coordination alone: a unit's worker-
-seconds (the worker's wall time over the units it took, its start-up left out). PostgreSQL's
+seconds (a worker's wall time over the units it took, its start-up left out), and the team's
+wall seconds per unit (first unit's start to last unit's end, over all units). PostgreSQL's
 client connections are sampled every half second while 8 workers take 200 units."""
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ def _worker(storage_url: str, server: str, study_name: str, units: int, out) -> 
     done = [0]
 
     def train_unit(run: SuiteRun):
+        unit_loop.finished_units(study, runs)  # the progress line's count, as a suite does
         tags = tracking.run_tags(run.experiment.name, run.seed, "hash", "train", ROOT,
                                  suite=run.suite, variant=run.variant)  # fmt: skip
         active = client.create_run(experiment_id, run_name=f"{run.variant}/{run.seed}", tags=tags)
@@ -71,9 +73,17 @@ def _worker(storage_url: str, server: str, study_name: str, units: int, out) -> 
                "summary": {"test_accuracy": 0.5}, "history": []}  # fmt: skip
         return row, None
 
-    started = time.perf_counter()
-    unit_loop.work(study, runs, train_unit, "test_accuracy", heartbeat=10, wait=False)
-    out.put((done[0], time.perf_counter() - started))
+    started, began = time.perf_counter(), time.time()
+    if os.environ.get("BENCH_PROFILE"):  # where a unit's seconds go: cumulative top 25
+        import cProfile
+        import pstats
+
+        profile = cProfile.Profile()
+        profile.runcall(unit_loop.work, study, runs, train_unit, "test_accuracy", 10, False)
+        pstats.Stats(profile).sort_stats("cumulative").print_stats(25)
+    else:
+        unit_loop.work(study, runs, train_unit, "test_accuracy", heartbeat=10, wait=False)
+    out.put((done[0], time.perf_counter() - started, began, time.time()))
     mlflow.end_run()
 
 
@@ -112,11 +122,14 @@ def measure(workers: int, storage_url: str, server: str, postgres=None) -> dict:
             pass
     for p in procs:
         p.join()
-    trained = sum(n for n, _ in results)
-    per_unit = sum(seconds for _, seconds in results) / trained  # worker-seconds per unit
+    trained = sum(r[0] for r in results)
+    per_unit = sum(r[1] for r in results) / trained  # worker-seconds per unit
+    # all workers together: from the first worker's first unit to the last one's end
+    wall_per_unit = (max(r[3] for r in results) - min(r[2] for r in results)) / trained
     finished = len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)))
     return {"workers": workers, "units": trained, "complete": finished,
             "seconds_per_unit": round(per_unit, 4),
+            "wall_seconds_per_unit": round(wall_per_unit, 4),
             "connections_min": min(connections, default=None),
             "connections_max": max(connections, default=None),
             "connections_first_10": connections[:10],
@@ -140,7 +153,8 @@ def main() -> None:
     )  # fmt: skip
     try:
         wait_until_answers(f"{server}/health", process, log=folder / "server.log")
-        rows = [measure(n, database.url, server, database) for n in (1, 2, 4, 8)]
+        counts = [int(n) for n in os.environ.get("BENCH_WORKERS", "1,2,4,8").split(",")]
+        rows = [measure(n, database.url, server, database) for n in counts]
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
@@ -148,12 +162,12 @@ def main() -> None:
     if "--json" in sys.argv:
         print(json.dumps(rows, indent=1))
         return
-    print(
-        "| workers | units | seconds of coordination per unit | PostgreSQL connections (min-max) |"
-    )
-    print("|---|---|---|---|")
+    print("| workers | units | coordination per unit, a worker's seconds | wall seconds per "
+          "unit, all workers | PostgreSQL connections (min-max) |")  # fmt: skip
+    print("|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['workers']} | {r['units']} | {r['seconds_per_unit']:.3f} | "
+              f"{r['wall_seconds_per_unit']:.3f} | "
               f"{r['connections_min']}-{r['connections_max']} |")  # fmt: skip
     last = rows[-1]
     print(
