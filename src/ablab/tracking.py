@@ -104,7 +104,7 @@ class _RetryLine(logging.Handler):
         reason = message.split("after ", 1)[-1].split(":", 1)[0][:120]
         tries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7")
         print(f"MLflow tracking server {self.uri} did not answer ({reason}): retrying with "
-              f"backoff ({tries} tries over about 2 minutes); training goes on meanwhile",
+              f"backoff ({tries} tries over about 2 minutes); the unit carries on once it answers",
               file=sys.stderr, flush=True)  # fmt: skip
 
 
