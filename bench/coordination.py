@@ -31,7 +31,7 @@ UNITS_PER_WORKER = int(os.environ.get("BENCH_UNITS_PER_WORKER", 25))  # 200 unit
 FIGURE = os.urandom(30_000)  # a learning-curves PNG's size
 
 
-def _worker(storage_url: str, server: str, study_name: str, units: int, out) -> None:
+def _worker(storage_url: str, server: str, study_name: str, runs_json: str, out) -> None:
     """One worker process: ablab's unit loop over the study until nothing waits."""
     os.environ["MLFLOW_TRACKING_URI"] = server
     import mlflow
@@ -46,7 +46,7 @@ def _worker(storage_url: str, server: str, study_name: str, units: int, out) -> 
     study = optuna.load_study(study_name=study_name, storage=storage)
     experiment_id = tracking.use_store(ROOT, "bench-coordination")
     client = MlflowClient()
-    runs = [SuiteRun.model_validate(r) for r in json.loads(os.environ["BENCH_RUNS"])]
+    runs = [SuiteRun.model_validate(r) for r in json.loads(runs_json)]
     folder = Path(tempfile.mkdtemp(prefix="ablab-coord-"))
     (folder / "learning_curves.png").write_bytes(FIGURE)
     (folder / "params.yaml").write_text("x: 1\n" * 60)
@@ -104,10 +104,10 @@ def measure(workers: int, storage_url: str, server: str, postgres=None) -> dict:
     name = f"coordination-{workers}-{time.time_ns()}"
     study = optuna.create_study(storage=storage, study_name=name)
     units.enqueue_missing(study, runs)
-    os.environ["BENCH_RUNS"] = json.dumps([r.model_dump(mode="json") for r in runs])
+    runs_json = json.dumps([r.model_dump(mode="json") for r in runs])
     context = mp.get_context("spawn")
     out = context.Queue()
-    procs = [context.Process(target=_worker, args=(storage_url, server, name, count, out))
+    procs = [context.Process(target=_worker, args=(storage_url, server, name, runs_json, out))
              for _ in range(workers)]  # fmt: skip
     connections = []
     for p in procs:

@@ -149,7 +149,7 @@ def test_two_hosts_share_a_suite_one_killed_mid_unit(postgres, tracking_server, 
     and B registered through the server; A, cloned again, writes the same runs.json as B."""
     tree = {
         **TINY_PARAMS,
-        "train": {**TINY_PARAMS["train"], "max_epochs": 100, "early_stopping": {"enabled": False}},
+        "train": {**TINY_PARAMS["train"], "max_epochs": 80, "early_stopping": {"enabled": False}},
         "tune": {**TINY_PARAMS["tune"], "heartbeat_seconds": 1},  # storage: the README's
         "suites": {"hosts": {
             "experiment": "mlp", "seeds": [1, 2],
@@ -238,11 +238,11 @@ def test_two_hosts_share_a_suite_one_killed_mid_unit(postgres, tracking_server, 
 
 def test_the_tracking_server_restarted_mid_suite_is_waited_for(tmp_path, digits_root, monkeypatch):
     """The MLflow server goes away mid-unit and comes back on the same address: the worker
-    says it waits, retries, then carries on; every unit ends with one FINISHED run."""
+    says it waits, retries, then carries on; the unit ends with one FINISHED run."""
     tree = {
         **TINY_PARAMS,
         "train": {**TINY_PARAMS["train"], "max_epochs": 50, "early_stopping": {"enabled": False}},
-        "suites": {"restart": {"experiment": "mlp", "seeds": [1, 2], "variants": {"a": {}}}},
+        "suites": {"restart": {"experiment": "mlp", "seeds": [1], "variants": {"a": {}}}},
     }  # fmt: skip
     server = TrackingServer(f"sqlite:///{tmp_path}/server.db", tmp_path).start()
     try:
@@ -267,9 +267,9 @@ def test_the_tracking_server_restarted_mid_suite_is_waited_for(tmp_path, digits_
         units = sorted(
             (r.info.run_name, r.info.status) for r in runs if r.info.run_name.count("/") == 2
         )
-        assert units == [("restart/a/seed1", "FINISHED"), ("restart/a/seed2", "FINISHED")]
+        assert units == [("restart/a/seed1", "FINISHED")]
         report = json.loads((folder / "results" / "suites" / "restart" / "runs.json").read_text())
-        assert [r["status"] for r in report["runs"]] == ["finished"] * 2
+        assert [r["status"] for r in report["runs"]] == ["finished"]
     finally:
         server.stop()
 
@@ -286,10 +286,10 @@ def test_the_database_down_mid_suite_is_one_clear_message(tmp_path, digits_root)
     try:
         tree = {
             **TINY_PARAMS,
-            "train": {**TINY_PARAMS["train"], "max_epochs": 80,
+            "train": {**TINY_PARAMS["train"], "max_epochs": 40,
                       "early_stopping": {"enabled": False}},
             "tune": {**TINY_PARAMS["tune"], "storage": database.url, "heartbeat_seconds": 1},
-            "suites": {"down": {"experiment": "mlp", "seeds": [1, 2], "variants": {"a": {}}}},
+            "suites": {"down": {"experiment": "mlp", "seeds": [1], "variants": {"a": {}}}},
         }  # fmt: skip
         folder = host(tmp_path / "host", tree, digits_root)
         suite = launch(folder, None, "suite", "down")

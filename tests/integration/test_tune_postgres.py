@@ -122,7 +122,7 @@ def test_a_suite_on_two_workers_survives_one_killed_mid_unit(postgres, digits_ro
 
     tree = {
         **TINY_PARAMS,
-        "train": {**TINY_PARAMS["train"], "max_epochs": 100, "threads": 1,
+        "train": {**TINY_PARAMS["train"], "max_epochs": 40, "threads": 1,
                   "early_stopping": {"enabled": False}},
         "tune": {**TINY_PARAMS["tune"], "storage": postgres.url, "heartbeat_seconds": 1},
         "suites": {"pg": {"experiment": "mlp", "seeds": [1, 2],

@@ -59,7 +59,8 @@ def zest(monkeypatch):
 def test_early_stopping_and_the_checkpoint_read_the_declared_direction(zest, tmp_path, way, mode):
     zest(way)
     stop = SimpleNamespace(monitor="val_zest", enabled=True, patience=2, min_delta=0.0)
-    exp = SimpleNamespace(task="classify", train=SimpleNamespace(early_stopping=stop))
+    train = SimpleNamespace(early_stopping=stop, schedule=SimpleNamespace(momentum_epochs=0))
+    exp = SimpleNamespace(task="classify", train=train)
     callbacks = _callbacks(exp, family("classify"), None, tmp_path)
     assert next(c for c in callbacks if isinstance(c, ModelCheckpoint)).mode == mode
     assert next(c for c in callbacks if isinstance(c, EarlyStopping)).mode == mode
