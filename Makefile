@@ -14,8 +14,10 @@ run: setup
 	dvc repro
 
 # Two processes, a test file each (its module fixtures and PostgreSQL stay in one process):
-# 7 minutes against 10.5 in one on this 2-core machine; 8m48s for 537 tests (18 minutes before
-# tests/conftest.py gave each worker's torch its share of the cores).
+# 9m48s for 586 tests on this 2-core machine (11m30s before a new MLflow store started as a copy
+# of an empty one; 18 minutes before tests/conftest.py gave each worker's torch its share of the
+# cores). Not `--dist loadgroup`: with pytest 9.2 it groups nothing (pytest-xdist issue #1386);
+# not 3 processes: 11m09s, the PostgreSQL tests' races tighter.
 test: setup system-test lint
 	pytest -n 2 --dist loadfile
 

@@ -59,6 +59,7 @@ TINY_PARAMS = {
 WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 THREADS = max(1, (os.cpu_count() or 1) // WORKERS)
 os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))  # subprocesses
+os.environ.pop("MLFLOW_TRACKING_URI", None)  # no test logs to a server named in the environment
 if WORKERS > 1:
     import torch
 
@@ -118,6 +119,10 @@ def _isolated(monkeypatch, tmp_path):
     """No test writes to the user's cache or to a server named in the environment."""
     monkeypatch.setenv("ABLAB_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    yield
+    # mlflow.set_tracking_uri exports the variable, which would send the next test's module
+    # fixture (set up before this fixture runs again) to this test's store
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 @pytest.fixture

@@ -125,8 +125,11 @@ def test_a_suite_on_two_workers_survives_one_killed_mid_unit(postgres, digits_ro
         "train": {**TINY_PARAMS["train"], "max_epochs": 40, "threads": 1,
                   "early_stopping": {"enabled": False}},
         "tune": {**TINY_PARAMS["tune"], "storage": postgres.url, "heartbeat_seconds": 1},
-        "suites": {"pg": {"experiment": "mlp", "seeds": [1, 2],
-                          "variants": {"a": {}, "b": {"model.dropout": 0.3}}}},
+        # the command's worker takes the long unit first, so the helper, which starts seconds
+        # later, still finds it mid-unit when it takes a short one
+        "suites": {"pg": {"experiment": "mlp", "seeds": [1],
+                          "variants": {"a": {"train.max_epochs": 240}, "b": {},
+                                       "c": {"model.dropout": 0.3}}}},
     }  # fmt: skip
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tree))
     (tmp_path / "data").symlink_to(digits_root / "data")
@@ -157,13 +160,12 @@ def test_a_suite_on_two_workers_survives_one_killed_mid_unit(postgres, digits_ro
     out, _ = launcher.communicate(timeout=300)
     assert launcher.returncode == 0, out[-3000:]
     runs = units()
-    for variant in ("a", "b"):
-        for seed in (1, 2):
-            name = f"pg/{variant}/seed{seed}"
-            states = [r.info.status for r in runs if r.info.run_name == name]
-            assert states.count("FINISHED") == 1, (name, states)
+    for variant in ("a", "b", "c"):
+        name = f"pg/{variant}/seed1"
+        states = [r.info.status for r in runs if r.info.run_name == name]
+        assert states.count("FINISHED") == 1, (name, states)
     assert not [r for r in runs if r.info.status == "RUNNING"]
-    assert len(runs) == 4  # the killed worker's unit resumed its own run (ablab.resume)
+    assert len(runs) == 3  # the killed worker's unit resumed its own run (ablab.resume)
     assert not list((tmp_path / "checkpoints").iterdir())  # and nothing is left behind
     report = json.loads((tmp_path / "results" / "suites" / "pg" / "runs.json").read_text())
-    assert [r["status"] for r in report["runs"]] == ["finished"] * 4
+    assert [r["status"] for r in report["runs"]] == ["finished"] * 3

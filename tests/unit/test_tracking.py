@@ -1,8 +1,11 @@
 import os
 import subprocess
 import sys
+import tempfile
 
+import mlflow
 import pytest
+import sqlalchemy
 import torch
 from mlflow.tracking import MlflowClient
 
@@ -28,6 +31,37 @@ def test_processes_starting_together_on_a_new_store_all_log(tmp_path):
     client = MlflowClient(tracking.tracking_uri(tmp_path))
     runs = client.search_runs([client.get_experiment_by_name("ablab").experiment_id])
     assert sorted(r.data.params["worker"] for r in runs) == ["0", "1", "2"]
+
+
+def test_a_new_store_is_a_copy_of_one_empty_store_at_mlflows_schema(tmp_path, monkeypatch):
+    """MLflow's migrations run once per MLflow version, not once per new project store: each
+    new store is a copy of one empty store (no experiment in it), at MLflow's latest schema,
+    and each copy keeps its own runs."""
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    stores = {name: tmp_path / name / "mlruns" / "mlflow.db" for name in ("a", "b")}
+
+    def rows(db, sql: str) -> list:
+        engine = sqlalchemy.create_engine(f"sqlite:///{db}")
+        with engine.connect() as connection:
+            found = [tuple(row) for row in connection.execute(sqlalchemy.text(sql))]
+        engine.dispose()
+        return found
+
+    for name in stores:
+        with mlflow.start_run(experiment_id=tracking.use_store(tmp_path / name, "x")):
+            mlflow.log_param("store", name)
+    empty = tmp_path / "tmp" / f"ablab-mlflow-{mlflow.__version__}-empty.db"
+    assert rows(empty, "select count(*) from experiments") == [(0,)]
+    for name, db in stores.items():
+        latest = _get_latest_schema_revision()
+        assert rows(db, "select version_num from alembic_version") == [(latest,)]
+        client = MlflowClient(tracking.tracking_uri(tmp_path / name))
+        runs = client.search_runs([client.get_experiment_by_name("x").experiment_id])
+        assert [r.data.params["store"] for r in runs] == [name]
+        assert [p.name for p in db.parent.glob("mlflow.db*")] == ["mlflow.db"]
 
 
 def test_use_store_leaves_mlflow_tracking_uri_unset(tmp_path, monkeypatch):
