@@ -43,6 +43,17 @@ def children(pid: int) -> list[int]:
     return kids
 
 
+def trial_runs_running(root) -> int:
+    """How many trials' MLflow runs are RUNNING in the project's store (read once the trials
+    run: by then ablab has made the store)."""
+    client = MlflowClient(f"sqlite:///{root}/mlruns/mlflow.db")
+    experiment = client.get_experiment_by_name("ablab-test")
+    if experiment is None:
+        return 0
+    runs = client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
+    return sum("ablab.trial" in r.data.tags for r in runs)
+
+
 def test_two_workers_one_killed_every_trial_accounted_for(postgres, digits_root, tmp_path):
     tree = {
         **TINY_PARAMS,
@@ -74,9 +85,8 @@ def test_two_workers_one_killed_every_trial_accounted_for(postgres, digits_root,
             continue  # not created yet
         running = [t for t in study.get_trials() if t.state == TrialState.RUNNING]
         helpers = children(launcher.pid)  # the command is one worker, the helper the other
-        if len(running) == 2 and len(helpers) == 1:
-            time.sleep(1.0)  # both mid-trial
-            os.kill(helpers[0], signal.SIGKILL)
+        if len(running) == 2 and len(helpers) == 1 and trial_runs_running(tmp_path) == 2:
+            os.kill(helpers[0], signal.SIGKILL)  # both mid-trial, each with its MLflow run
             killed = helpers[0]
     assert killed is not None, "never saw two trials running at once"
     output, _ = launcher.communicate(timeout=300)
