@@ -344,6 +344,8 @@ def cmd_ui(args: argparse.Namespace) -> None:
         "--backend-store-uri", tracking_uri(root),
         "--default-artifact-root", artifact_root(root),
         "--host", "127.0.0.1", "--port", str(args.port),
+        # one worker for one user's SQLite store: MLflow's default 4 take twice as long to start
+        "--workers", "1",
     ]  # fmt: skip
     base = f"http://127.0.0.1:{args.port}"
     try:
