@@ -28,7 +28,7 @@ from optuna.trial import TrialState
 
 from ablab import studies
 from ablab.config import Params, SuiteRun
-from ablab.config.load import datasets_of
+from ablab.config.load import datasets_of, trained_tree
 from ablab.imports import code_hash
 
 UNIT = "unit"  # the trial's user attr naming its unit as first queued: "<variant>/seed<n>"
@@ -40,23 +40,11 @@ def unit_key(run: SuiteRun) -> str:
 
 
 def unit_id(run: SuiteRun) -> str:
-    """What the unit trains: its resolved experiment (seed included), whatever its variant is
-    called; two variants that resolve alike share their units. Torch's thread count is left
-    out: workers share the cores among themselves."""
-    what = run.experiment.model_dump(mode="json")
-    what["train"].pop("threads")
-    _drop_unused_schedule_knobs(what["train"]["schedule"])
+    """What the unit trains (`trained_tree`: its resolved experiment, seed included, without
+    the thread count), whatever its variant is called; two variants that resolve alike share
+    their units."""
+    what = trained_tree(run.experiment)
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _drop_unused_schedule_knobs(schedule: dict) -> None:
-    """The schedule's knobs that leave training as it was before they existed (inverse_power's
-    rate and power under another schedule, the momentum ramp's start when it is off) are left
-    out, so that units and records from before them keep their ids."""
-    if schedule["name"] != "inverse_power":
-        del schedule["rate"], schedule["power"]
-    if not schedule["momentum_epochs"]:
-        del schedule["momentum_start"], schedule["momentum_epochs"]
 
 
 def finished_units(study: optuna.Study, runs: list[SuiteRun]) -> list[dict]:

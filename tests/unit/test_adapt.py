@@ -5,6 +5,7 @@ the `pretrain` stage's network (its MLflow run named by a tag)."""
 import copy
 import json
 import math
+import sys
 
 import lightning.pytorch as pl
 import numpy as np
@@ -22,7 +23,7 @@ from ablab.families import family
 from ablab.families.adapt import density_ratios
 from ablab.models.domain import reversal_schedule, reverse_gradient
 from ablab.pretrain import run_pretrain
-from ablab.suite import run_suite
+from ablab.suite import _with_threads, run_suite
 from tests.conftest import TINY_PARAMS, write_random_processed
 
 TRANSFER = {
@@ -157,10 +158,14 @@ def test_mnist_m_blends_each_digit_into_a_photo_patch():
     assert np.array_equal(out, mnist_m.blend(digits, photos))  # fixed by its seed
 
 
-def test_fine_tuning_starts_from_the_pretrain_stages_network(root, tmp_path, monkeypatch, capsys):
+def test_fine_tuning_starts_from_the_pretrain_stages_network_in_every_worker(
+    root, tmp_path, monkeypatch, capsys
+):
     from ablab.cli import main
 
-    params = load_tree(tmp_path, params_tree())
+    tree = params_tree()
+    tree["experiments"]["transfer"]["train"]["threads"] = 2  # the repo's; a worker's share: 1
+    params = load_tree(tmp_path, tree)
     monkeypatch.setenv("ABLAB_ROOT", str(root))
     main(["pretrain", "transfer", "--params", str(tmp_path / "params.yaml")])
     assert (
@@ -174,7 +179,11 @@ def test_fine_tuning_starts_from_the_pretrain_stages_network(root, tmp_path, mon
     stamp = (folder / f"{key}.pt").stat().st_mtime_ns
     assert run_pretrain(params, "transfer", root) == networks  # nothing trained again
     assert (folder / f"{key}.pt").stat().st_mtime_ns == stamp
-    report = run_suite(params, "transfer", root)
+    # two workers, as `ablab suite transfer --workers 2` runs it: each unit trains with its
+    # worker's share of the threads, and still starts from the stage's network
+    command = [sys.executable, "-m", "ablab.cli", "suite", "transfer", "--worker", "--params",
+               str(tmp_path / "params.yaml")]  # fmt: skip
+    report = run_suite(params, "transfer", root, workers=2, worker_command=command)
     tracking.use_store(root, params.mlflow_experiment)
     client = MlflowClient()
     pretrained = client.get_run(pretrain_run)
@@ -194,6 +203,14 @@ def test_fine_tuning_starts_from_the_pretrain_stages_network(root, tmp_path, mon
     assert all(0 <= row["domain_accuracy"] <= 1 for row in dann)
     assert dann[0]["reversal"] < dann[1]["reversal"]  # rising with training progress
     assert key == pretraining_key(params.suite_runs("transfer")[1].experiment)  # freeze's
+
+
+def test_a_workers_thread_count_leaves_the_pretrained_network_it_starts_from_as_it_is(tmp_path):
+    params = load_tree(tmp_path, params_tree())
+    for run in params.suite_runs("transfer"):
+        if run.variant != "target_only":
+            keys = {pretraining_key(_with_threads(run, n).experiment) for n in (1, 2, 3, 16)}
+            assert keys == {pretraining_key(run.experiment)}
 
 
 def test_the_pretrain_stage_writes_its_output_with_no_suite_at_all(tmp_path, monkeypatch):

@@ -288,6 +288,23 @@ def _resolved(params: Params, name: str, entry, seed: int, where: str) -> Experi
         raise invalid(params._source, [f"{where}: {exc}"]) from None
 
 
+def trained_tree(exp: Experiment) -> dict:
+    """The experiment as JSON, as far as it decides what is trained, for the hashes that name
+    units and pretrained networks: torch's thread count is left out (workers share the cores
+    among themselves, the `pretrain` stage runs alone), and so are the schedule's knobs that
+    leave training as it was before they existed (inverse_power's rate and power under
+    another schedule, the momentum ramp's start when it is off), so that units and records
+    from before them keep their ids."""
+    tree = exp.model_dump(mode="json")
+    tree["train"].pop("threads")
+    schedule = tree["train"]["schedule"]
+    if schedule["name"] != "inverse_power":
+        del schedule["rate"], schedule["power"]
+    if not schedule["momentum_epochs"]:
+        del schedule["momentum_start"], schedule["momentum_epochs"]
+    return tree
+
+
 def datasets_of(exp: Experiment) -> list[str]:
     """The experiment's dataset, and a mapping's or a transfer's source domain (MNIST-M is
     made from MNIST)."""

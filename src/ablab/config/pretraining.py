@@ -12,7 +12,7 @@ import hashlib
 import json
 
 from ablab.config.families import PRETRAINED_METHODS
-from ablab.config.load import Experiment
+from ablab.config.load import Experiment, trained_tree
 
 
 def pretraining(exp: Experiment) -> Experiment | None:
@@ -39,8 +39,10 @@ def pretraining(exp: Experiment) -> Experiment | None:
 
 
 def pretraining_key(exp: Experiment) -> str:
-    """Names the network `pretraining(exp)` trains: equal keys, equal weights."""
-    tree = pretraining(exp).model_dump(mode="json", exclude={"name"})
+    """Names the network `pretraining(exp)` trains: equal keys, equal weights; a suite's
+    worker (its own thread count) finds the network the `pretrain` stage trained."""
+    tree = trained_tree(pretraining(exp))
+    del tree["name"]
     if tree["adapt"] is not None:
         tree["adapt"].pop("target_labels")  # a source_only run reads no target label
     return hashlib.sha256(json.dumps(tree, sort_keys=True).encode()).hexdigest()[:16]
