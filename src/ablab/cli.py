@@ -206,7 +206,8 @@ def _record(params, suite: str, report: dict, commit: str, as_name: str | None) 
                     "accelerator": tags.get("ablab.device", "")}  # fmt: skip
             if seen not in machines:
                 machines.append(seen)
-    record = records.build(params, suite, report, commit, report["seconds"], machines, as_name)
+    seconds = report["seconds"] + records.pretraining_seconds(client, _root(), suite)
+    record = records.build(params, suite, report, commit, seconds, machines, as_name)
     path = records.write(_root(), record)
     shown = ", ".join(f"{k} {v:.4f}" for k, v in record["result"].items())
     print(f"record: {path.relative_to(_root())}: {shown}")

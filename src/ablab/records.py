@@ -92,6 +92,23 @@ def clean_commit(root: Path) -> str:
     return commit
 
 
+def pretraining_seconds(client, root: Path, suite: str, recipe: str = "full") -> float:
+    """The seconds the recipe's pretrained networks took to train, from their MLflow
+    runs: the `pretrain` stage trains them one after another before any unit, so a record
+    adds them to the units' wall time."""
+    from ablab.pretrain import pretrained_dir
+
+    index = pretrained_dir(root, suite, recipe) / "runs.json"
+    if not index.exists():
+        return 0.0
+    seconds = 0.0
+    for run_id in json.loads(index.read_text())["networks"].values():
+        info = client.get_run(run_id).info
+        if info.end_time:
+            seconds += (info.end_time - info.start_time) / 1000
+    return seconds
+
+
 def build(params: Params, suite: str, report: dict, commit: str, seconds: float,
           machines: list[dict], name: str | None = None) -> dict:  # fmt: skip
     """The record of a finished full recipe (`report`: its runs.json content)."""

@@ -14,7 +14,7 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from ablab import tracking
+from ablab import records, tracking
 from ablab.config import ConfigError, load
 from ablab.config.pretraining import pretraining_key
 from ablab.data import mnist_m
@@ -188,6 +188,9 @@ def test_fine_tuning_starts_from_the_pretrain_stages_network_in_every_worker(
     client = MlflowClient()
     pretrained = client.get_run(pretrain_run)
     assert pretrained.data.tags["ablab.stage"] == "pretrain"
+    took = (pretrained.info.end_time - pretrained.info.start_time) / 1000
+    seconds = records.pretraining_seconds(client, root, "transfer", "default")  # a record's
+    assert took > 0 and seconds == pytest.approx(took)
     runs = {r["variant"]: r for r in report["runs"]}
     assert all(r["status"] == "finished" for r in runs.values())
     for variant in ("source_only", "freeze", "finetune", "dann"):
