@@ -94,6 +94,32 @@ def test_a_training_step_adds_alpha_times_the_pseudo_label_loss(tmp_path):
     assert module.net[-1].weight.grad.abs().sum() > 0
 
 
+def test_the_mean_network_labels_what_the_dropout_pass_learns(tmp_path):
+    write_random_processed(tmp_path / "processed", "mnist", per_split=60, seed=3)
+    exp = params(tmp_path, model__dropout=0.5, pseudo_label__labelled_by="mean_network")
+    exp = exp.experiment("semi")
+    fam = family("pseudo_label")
+    data = fam.data(exp, tmp_path / "processed")
+    data.setup()
+    module = fam.module(exp, data)
+    module.train()
+    x, y, xu, yu = next(iter(data.train_dataloader()))
+    module.alpha = lambda: 1.0
+    torch.manual_seed(0)
+    objective = module.training_step((x, y, xu, yu), 0)
+    assert module.training  # back to training after labelling
+    with torch.no_grad():
+        module.eval()
+        pseudo = module(xu).argmax(1)  # dropout off
+        module.train()
+    assert module._pseudo.read()["correct"] == int((pseudo == yu).sum())
+    torch.manual_seed(0)  # the same dropout masks: the trained passes are the ones above
+    logits, unlabelled = module(x), module(xu)
+    expected = F.cross_entropy(logits, y) + F.cross_entropy(unlabelled, pseudo)
+    assert objective.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert not torch.equal(unlabelled.argmax(1), pseudo)  # dropout's own argmax differs
+
+
 def test_a_confidence_threshold_keeps_only_confident_pseudo_labels(tmp_path):
     write_random_processed(tmp_path / "processed", "mnist", per_split=60, seed=3)
     exp = params(tmp_path, pseudo_label__threshold=0.99).experiment("semi")

@@ -260,6 +260,10 @@ class PseudoLabelParams(Strict):
     # keep a pseudo-label only where the softmax confidence reaches this (0: keep all)
     threshold: Probability = 0.0
     unlabelled_batch_size: Annotated[int, Field(ge=1, le=65536)] = 256  # the paper's 256
+    # whose argmax is the pseudo-label: same_pass, the very forward pass that is trained on it
+    # (dropout on); mean_network, the network as it predicts at test time (dropout off:
+    # Hinton et al.'s mean network), one more forward pass without gradient
+    labelled_by: Literal["same_pass", "mean_network"] = "same_pass"
 
     @model_validator(mode="after")
     def _rises(self) -> PseudoLabelParams:

@@ -34,10 +34,12 @@ class PseudoLabelTask(ClassificationTask):
     confidence reaches `threshold`, divided by the unlabelled batch's size."""
 
     def __init__(self, net, num_classes: int, alpha_final: float, start_epoch: int,
-                 full_epoch: int, threshold: float, **kwargs) -> None:  # fmt: skip
+                 full_epoch: int, threshold: float, labelled_by: str = "same_pass",
+                 **kwargs) -> None:  # fmt: skip
         super().__init__(net, num_classes, **kwargs)
         self.hparams.update(alpha_final=alpha_final, start_epoch=start_epoch,
-                            full_epoch=full_epoch, threshold=threshold)  # fmt: skip
+                            full_epoch=full_epoch, threshold=threshold,
+                            labelled_by=labelled_by)  # fmt: skip
         self._pseudo = Sums()  # correct among kept, kept, seen: this epoch's
         self.last_pseudo: dict[str, float] = {}
 
@@ -56,7 +58,10 @@ class PseudoLabelTask(ClassificationTask):
             alpha = self.alpha()
             with torch.set_grad_enabled(alpha > 0):  # before T1 only measured, not learnt
                 unlabelled = self(x_unlabelled)
-            confidence, pseudo = unlabelled.detach().softmax(1).max(1)
+            labeller = unlabelled.detach()
+            if hp.labelled_by == "mean_network":
+                labeller = self._mean_network(x_unlabelled)
+            confidence, pseudo = labeller.softmax(1).max(1)
             kept = confidence >= hp.threshold
             self._pseudo.add(correct=((pseudo == y_hidden) & kept).sum(), kept=kept.sum(),
                              seen=len(pseudo))  # fmt: skip
@@ -70,6 +75,14 @@ class PseudoLabelTask(ClassificationTask):
                 objective = objective + alpha * pseudo_loss / len(pseudo)
         self.record_train(loss, objective, len(y))
         return objective
+
+    @torch.no_grad()
+    def _mean_network(self, x: torch.Tensor) -> torch.Tensor:
+        """The network's logits as at test time (dropout off), then back to training."""
+        self.net.eval()
+        logits = self(x)
+        self.net.train()
+        return logits
 
     def epoch_extras(self) -> dict[str, float]:
         out = super().epoch_extras()
@@ -108,7 +121,7 @@ class PseudoLabel(Classify):
         network_regularizers(net, exp)
         return PseudoLabelTask(
             net, len(data.classes), pl.alpha_final, pl.start_epoch, pl.full_epoch, pl.threshold,
-            **optimizer_hparams(exp), l1=reg.l1, l2=reg.l2, max_norm=reg.max_norm,
+            pl.labelled_by, **optimizer_hparams(exp), l1=reg.l1, l2=reg.l2, max_norm=reg.max_norm,
         )  # fmt: skip
 
     def params(self, exp: Experiment, module, data) -> dict:
