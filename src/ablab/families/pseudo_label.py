@@ -56,11 +56,13 @@ class PseudoLabelTask(ClassificationTask):
         loss = F.cross_entropy(logits.detach(), y)
         if hp.alpha_final:
             alpha = self.alpha()
-            with torch.set_grad_enabled(alpha > 0):  # before T1 only measured, not learnt
-                unlabelled = self(x_unlabelled)
-            labeller = unlabelled.detach()
+            labeller = None
             if hp.labelled_by == "mean_network":
                 labeller = self._mean_network(x_unlabelled)
+            if alpha > 0 or labeller is None:  # the trained pass: before T1 only measured
+                with torch.set_grad_enabled(alpha > 0):
+                    unlabelled = self(x_unlabelled)
+                labeller = unlabelled.detach() if labeller is None else labeller
             confidence, pseudo = labeller.softmax(1).max(1)
             kept = confidence >= hp.threshold
             self._pseudo.add(correct=((pseudo == y_hidden) & kept).sum(), kept=kept.sum(),
