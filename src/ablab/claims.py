@@ -132,6 +132,10 @@ def default_outcome(params: Params, comp: Comparison, suites: Path) -> Outcome:
     if comp.kind == "ensemble":
         return ensemble_outcome(comp, report)
     against = comp.against or report["baseline"]
+    missing = [v for v in (comp.variant, against) if v not in report["variants"]]
+    if missing:  # results older than the params that name the variant
+        return Outcome(comp, "not run", f"results/suites/{comp.suite}/runs.json has no variant "
+                       f"{missing[0]} (older than params.yaml: `dvc repro`)")  # fmt: skip
     base, base_runs = _seed_values(report, against, comp.metric)
     failed = _failed_training(report, comp, against)
     if failed is not None:

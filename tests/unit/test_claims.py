@@ -88,6 +88,19 @@ def test_too_few_seeds_is_not_a_test_and_the_ledger_says_why(tmp_path):
     assert "not run: 2 paired seeds" in claims.markdown([ruling])
 
 
+def test_results_older_than_the_claims_variant_are_not_a_run(tmp_path):
+    """A suite's results from before params named the variant (a new variant, not yet run):
+    that comparison is not run and says so; `ablab claims` does not stop on it."""
+    params, report = project(tmp_path, {"C01": {"claim": "wider is better",
+                                                "comparisons": [comparison("up")]}})  # fmt: skip
+    report["variants"].pop("up")
+    report["runs"] = [r for r in report["runs"] if r["variant"] != "up"]
+    (tmp_path / "results" / "suites" / "s" / "runs.json").write_text(json.dumps(report))
+    (ruling,) = claims.rule(params, tmp_path)
+    assert ruling.verdict == "not run"
+    assert "results/suites/s/runs.json has no variant up" in ruling.why_not_run()
+
+
 def test_a_noisy_comparison_is_inconclusive(tmp_path):
     noisy = {"base": [0.80, 0.90, 0.70, 0.85], "up": [0.84, 0.86, 0.78, 0.83]}
     params, report = project(tmp_path, {"C01": {"claim": "wider is better",
