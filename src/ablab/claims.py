@@ -28,6 +28,7 @@ from ablab import records, stats
 from ablab.config import ENTRIES, Params
 from ablab.config.claims import Claim, Comparison
 from ablab.files import replaced_folder
+from ablab.layout import suites_dir
 
 MIN_SEEDS = 3
 VERDICTS = ("confirmed", "contradicted", "inconclusive", "not run")
@@ -247,8 +248,6 @@ class Ruling:
 
 def rule(params: Params, root: Path, suites: Path | None = None) -> list[Ruling]:
     """Every claim of the params, decided."""
-    from ablab.suite import suites_dir
-
     suites = Path(suites or suites_dir(root))
     held = records.load_all(root)
     out = []

@@ -146,8 +146,9 @@ def cmd_suite(args: argparse.Namespace) -> None:
     for name in names:
         params.suite_runs(name)  # every name checked before any training starts
     commit = _check_record(args, committed, names) if args.record else ""
+    from ablab.layout import suites_dir
     from ablab.pretrain import run_pretrain
-    from ablab.suite import run_suite, suites_dir, variant_means
+    from ablab.suite import run_suite, variant_means
 
     recipe = "full" if args.full else "default"
     if args.worker:  # started by `ablab suite NAME --workers N`
@@ -244,7 +245,7 @@ def cmd_claims(args: argparse.Namespace) -> None:
     if args.write:
         claims.write(rulings, Path(args.write))
         from ablab import tracking
-        from ablab.suite import suites_dir
+        from ablab.layout import suites_dir
 
         tracking.use_store(_root(), params.mlflow_experiment)
         claims.tag_suites(rulings, suites_dir(_root()))

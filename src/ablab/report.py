@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 from ablab import figures, stats, tracking
 from ablab.config import ConfigError, Params, higher_is_better
 from ablab.files import replaced_folder
+from ablab.layout import suites_dir
 
 # how the tables name metrics; any other is shown as its name less the "test_" prefix
 SHORT = {
@@ -469,8 +470,6 @@ def run_report(params: Params, root: Path, recipe: str = "default") -> dict[str,
     """The report stage: build results/report/ (results/full/report/ for the full recipes)
     from every suite in params, tag the suites' runs with their verdicts, then log it to
     MLflow as one run named `report` (tables and plots as artifacts, means as metrics)."""
-    from ablab.suite import suites_dir
-
     root = Path(root)
     suite_dirs = []
     full = " --full" if recipe == "full" else ""

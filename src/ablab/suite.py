@@ -29,6 +29,7 @@ from ablab.config import (
 )
 from ablab.families import DivergedError
 from ablab.files import write_atomic
+from ablab.layout import suites_dir
 from ablab.pretrain import pretrained_dir
 from ablab.train import epochs_csv, train
 
@@ -243,11 +244,6 @@ def variant_curves(report: dict, metrics: tuple[str, ...]) -> str:
         history = [by_epoch[e] for e in sorted(by_epoch)]
         rows += epochs_csv(history, list(metrics), curve=variant).splitlines()[1:]
     return "\n".join(rows) + "\n"
-
-
-def suites_dir(root: Path, recipe: str = "default") -> Path:
-    """Where suites write: results/suites/ (the DVC stage's), results/full/suites/ (--full)."""
-    return Path(root) / "results" / ("full" if recipe == "full" else "") / "suites"
 
 
 def _parent_run(

@@ -21,6 +21,7 @@ from torch import nn
 
 from ablab import diagnose, figures, machine, resume, tracking
 from ablab.config import DiagnoseParams, Experiment, Params, higher_is_better
+from ablab.epoch_logger import EpochLogger
 from ablab.families import DivergedError, Family, Fit, family
 from ablab.files import write_atomic
 from ablab.models import count_parameters, dead_relu_fraction
@@ -133,7 +134,7 @@ def _callbacks(exp: Experiment, fam: Family, run_id: str | None, ckpt_dir: Path)
     stop = exp.train.early_stopping
     mode = "max" if higher_is_better(exp.task, stop.monitor) else "min"
     callbacks: list[pl.Callback] = [
-        tracking.EpochLogger(run_id, fam.epoch_metrics),
+        EpochLogger(run_id, fam.epoch_metrics),
         ModelCheckpoint(dirpath=ckpt_dir, monitor=stop.monitor, mode=mode, save_weights_only=True),
     ]
     if stop.enabled:

@@ -16,7 +16,6 @@ from mlflow.tracking import MlflowClient
 from ablab import tracking
 from ablab.config import ConfigError, Params
 from ablab.files import write_atomic
-from ablab.train import train
 
 BEST_PARAMS_TAG = "ablab.best_params"  # on a registered version: the params it was trained from
 
@@ -51,6 +50,8 @@ def train_tuned(params: Params, root: Path) -> dict:
         print(f"tuned: {name}@{alias} is v{current.version}, trained from these params already: "
               "nothing trained or registered", flush=True)  # fmt: skip
     else:
+        from ablab.train import train  # Lightning and torch: only when there is training to do
+
         exp = params.tuned_experiment(best, common=False)
         exp = exp.model_copy(update={"train": exp.train.model_copy(update={"log_model": True})})
         tags = {"ablab.study": tune.study_name, "ablab.stage": "tuned"}
