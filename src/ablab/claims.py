@@ -326,7 +326,8 @@ def detail(ruling: Ruling, run_names: dict[str, str] | None = None) -> str:
         lines.append(f"  not tested yet: {c.reason}")
     for o in ruling.default + ruling.full:
         comp = o.comparison
-        lines.append(f"  - {comp.scale}: {_numbers([o])} ({o.detail})")
+        said = o.status == "not run" or math.isnan(o.diff)  # _numbers gives the detail then
+        lines.append(f"  - {comp.scale}: {_numbers([o])}" + ("" if said else f" ({o.detail})"))
         names = [(run_names or {}).get(i, i) for i in o.runs]
         if names:
             lines.append(f"    runs: {', '.join(names)}")

@@ -99,6 +99,7 @@ def test_results_older_than_the_claims_variant_are_not_a_run(tmp_path):
     (ruling,) = claims.rule(params, tmp_path)
     assert ruling.verdict == "not run"
     assert "results/suites/s/runs.json has no variant up" in ruling.why_not_run()
+    assert claims.detail(ruling).count("has no variant up") == 1  # the reason, said once
 
 
 def test_a_noisy_comparison_is_inconclusive(tmp_path):
